@@ -1,0 +1,115 @@
+"""The `bds` command. Bad input ends in one sentence on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from bds import __version__
+from bds.errors import BDSInputError
+
+app = typer.Typer(
+    help="Defended fine-tuning of LLMs with the Bayesian Data Scheduler (BDS).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Inspect the data a config builds.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+
+
+def packaged_config(name: str) -> Path:
+    """A config shipped inside the package (configs/ in the repository links to them)."""
+    return Path(str(resources.files("bds") / "configs" / name))
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"bds {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    pass
+
+
+@data_app.command("preview")
+def data_preview(
+    config: Annotated[str, typer.Argument(help="YAML run config, e.g. configs/demo.yaml")],
+    tokens: Annotated[
+        bool, typer.Option("--tokens/--no-tokens", help="Load the tokenizer for length stats.")
+    ] = True,
+) -> None:
+    """Counts per source, token-length stats, truncation counts and example records."""
+    from bds.config import load_config
+
+    _preview(load_config(config), tokens)
+
+
+@data_app.command("sources")
+def data_sources() -> None:
+    """List the embedded sources and the hub presets."""
+    from bds.data.sources import known_source_names
+
+    for kind in ("embedded", "hub"):
+        console.print(f"[bold]{kind}[/]: {', '.join(known_source_names(kind))}")
+    console.print("[bold]local[/]: any .json / .jsonl / .csv / .parquet file (kind: local, path: FILE)")
+
+
+@app.command()
+def demo(
+    config: Annotated[
+        str | None, typer.Option(help="Run config (default: the packaged demo.yaml).")
+    ] = None,
+) -> None:
+    """Main job on the embedded default. For now: load the model and preview the data."""
+    from bds.config import load_config
+    from bds.models import load_model
+
+    cfg = load_config(config or packaged_config("demo.yaml"))
+    with console.status(f"loading {cfg.model.name} (first use converts it into the cache)"):
+        model = load_model(cfg.model)
+    n_params = sum(p.numel() for p in model.parameters())
+    console.print(f"model {cfg.model.name}: {type(model).__name__}, {n_params / 1e6:.1f}M parameters")
+    _preview(cfg, tokens=True)
+    console.print("[yellow]Training and evaluation are not built yet: this demo stops at the data.[/]")
+
+
+def _preview(cfg, tokens: bool) -> None:
+    from bds.data.pipeline import prepare_data
+    from bds.data.preview import preview_sets, render
+
+    data = prepare_data(cfg.data)
+    tokenizer = None
+    if tokens:
+        from bds.models import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.model)
+    d = cfg.data
+    render(preview_sets(data, tokenizer, d.template, d.max_length, d.truncation), data, console)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="bds")
+    except BDSInputError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

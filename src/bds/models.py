@@ -1,0 +1,61 @@
+"""Base model and tokenizer from a hub id, a local folder, or the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bds.assets import EMBEDDED_PREFIX, embedded_model_dir
+from bds.config import ModelConfig
+from bds.errors import BDSInputError
+
+
+def resolve_model_path(name: str) -> str:
+    """Embedded name -> cache folder; existing folder -> itself; else a hub id (`org/name`)."""
+    if name.startswith(EMBEDDED_PREFIX):
+        return str(embedded_model_dir(name[len(EMBEDDED_PREFIX) :]))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise BDSInputError(f"model.name: {name} is not a model folder (no config.json in it)")
+        return str(path)
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_like_path:
+        raise BDSInputError(
+            f"model.name: {name} is neither an existing folder nor a hub id like org/name; "
+            "fix the path or use embedded:smollm2-135m-instruct"
+        )
+    return name
+
+
+def load_tokenizer(cfg: ModelConfig, padding_side: str = "right") -> Any:
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(cfg.name)
+    tokenizer = _from_pretrained(AutoTokenizer, path, cfg)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_model(cfg: ModelConfig) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(cfg.name)
+    dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+    return _from_pretrained(AutoModelForCausalLM, path, cfg, dtype=dtype)
+
+
+def _from_pretrained(cls: Any, path: str, cfg: ModelConfig, **kwargs: Any) -> Any:
+    try:
+        return cls.from_pretrained(
+            path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **kwargs
+        )
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BDSInputError(
+            f"model.name: could not load {cfg.name} ({first}); check the id or path, "
+            "or log in to the hub with HF_HUB_OFFLINE unset"
+        ) from None
