@@ -71,9 +71,13 @@ def _convert_gguf(spec: EmbeddedModel, target: Path) -> None:
 
     folder = package_dir(spec.package)
     if not (folder / spec.gguf_file).is_file():
-        raise BDSInputError(f"{folder / spec.gguf_file}: missing; reinstall requirements/embedded-nodeps.txt")
+        raise BDSInputError(
+            f"{folder / spec.gguf_file}: missing; reinstall requirements/embedded-nodeps.txt"
+        )
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=spec.gguf_file)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=spec.gguf_file, dtype=torch.float32)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=spec.gguf_file, dtype=torch.float32
+    )
     config = gguf_model.config.to_dict()
     config.pop("quantization_config", None)
     plain = LlamaForCausalLM(LlamaConfig(**config))

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bds import __version__
 from bds.errors import BDSInputError
@@ -64,7 +65,9 @@ def data_sources() -> None:
 
     for kind in ("embedded", "hub"):
         console.print(f"[bold]{kind}[/]: {', '.join(known_source_names(kind))}")
-    console.print("[bold]local[/]: any .json / .jsonl / .csv / .parquet file (kind: local, path: FILE)")
+    console.print(
+        "[bold]local[/]: any .json / .jsonl / .csv / .parquet file (kind: local, path: FILE)"
+    )
 
 
 @app.command()
@@ -81,9 +84,13 @@ def demo(
     with console.status(f"loading {cfg.model.name} (first use converts it into the cache)"):
         model = load_model(cfg.model)
     n_params = sum(p.numel() for p in model.parameters())
-    console.print(f"model {cfg.model.name}: {type(model).__name__}, {n_params / 1e6:.1f}M parameters")
+    console.print(
+        f"model {cfg.model.name}: {type(model).__name__}, {n_params / 1e6:.1f}M parameters"
+    )
     _preview(cfg, tokens=True)
-    console.print("[yellow]Training and evaluation are not built yet: this demo stops at the data.[/]")
+    console.print(
+        "[yellow]Training and evaluation are not built yet: this demo stops at the data.[/]"
+    )
 
 
 def _preview(cfg, tokens: bool) -> None:
@@ -104,7 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="bds")
     except BDSInputError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(
+            f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")

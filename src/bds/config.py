@@ -55,18 +55,26 @@ class SourceConfig:
 
         if self.kind == "local":
             if not self.path:
-                raise FieldError("path", "a local source needs `path` (a JSON, JSONL, CSV or Parquet file)")
+                raise FieldError(
+                    "path", "a local source needs `path` (a JSON, JSONL, CSV or Parquet file)"
+                )
         else:
             names = known_source_names(self.kind)
             if self.name not in names:
                 raise FieldError(
-                    "name", f"unknown {self.kind} source {self.name!r}; choose one of {', '.join(names)}"
+                    "name",
+                    f"unknown {self.kind} source {self.name!r}; choose one of {', '.join(names)}",
                 )
         for key in self.fields:
             if key not in RECORD_FIELDS:
-                raise FieldError("fields", f"unknown record field {key!r}; fields maps {RECORD_FIELDS} to columns")
+                raise FieldError(
+                    "fields",
+                    f"unknown record field {key!r}; fields maps {RECORD_FIELDS} to columns",
+                )
         if self.limit is not None and self.limit < 1:
-            raise FieldError("limit", f"must be >= 1 (or omitted for all records), got {self.limit}")
+            raise FieldError(
+                "limit", f"must be >= 1 (or omitted for all records), got {self.limit}"
+            )
 
 
 @dataclass
@@ -107,7 +115,9 @@ class DataConfig:
         if self.harmful_ratio < 1 and self.benign is None:
             raise FieldError("harmful_ratio", "is < 1 but no `benign` source is given")
         if self.n_alignment is not None and self.n_alignment < 1:
-            raise FieldError("n_alignment", f"must be >= 1 (or omitted for all), got {self.n_alignment}")
+            raise FieldError(
+                "n_alignment", f"must be >= 1 (or omitted for all), got {self.n_alignment}"
+            )
         if self.max_length < 16:
             raise FieldError("max_length", f"must be >= 16 tokens, got {self.max_length}")
 
@@ -116,8 +126,8 @@ class DataConfig:
 class RunConfig:
     """A whole run. Sections for training and evaluation join as they are built."""
 
+    data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
     output_dir: str | None = None
 
 
@@ -128,7 +138,9 @@ def load_config(path: str | Path, cls: type = RunConfig) -> Any:
     """Read a YAML file into `cls`, raising ConfigError with file:line on any problem."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such config file; pass a YAML config such as configs/demo.yaml")
+        raise ConfigError(
+            f"{path}: no such config file; pass a YAML config such as configs/demo.yaml"
+        )
     text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
@@ -136,7 +148,9 @@ def load_config(path: str | Path, cls: type = RunConfig) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+        raise ConfigError(
+            f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax"
+        ) from None
     if data is None:
         data = {}
     return from_dict(cls, data, source=str(path), lines=lines)

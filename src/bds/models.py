@@ -29,9 +29,9 @@ def resolve_model_path(name: str) -> str:
 
 
 def load_tokenizer(cfg: ModelConfig, padding_side: str = "right") -> Any:
+    path = resolve_model_path(cfg.name)
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(cfg.name)
     tokenizer = _from_pretrained(AutoTokenizer, path, cfg)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -40,10 +40,10 @@ def load_tokenizer(cfg: ModelConfig, padding_side: str = "right") -> Any:
 
 
 def load_model(cfg: ModelConfig) -> Any:
+    path = resolve_model_path(cfg.name)  # fail on a bad path before the slow imports
     import torch
     from transformers import AutoModelForCausalLM
 
-    path = resolve_model_path(cfg.name)
     dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
     return _from_pretrained(AutoModelForCausalLM, path, cfg, dtype=dtype)
 

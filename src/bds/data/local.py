@@ -30,7 +30,9 @@ def load_local_source(cfg: SourceConfig, base_dir: str | Path = ".") -> LoadedSo
     if not path.is_absolute():
         path = Path(base_dir) / path
     if not path.is_file():
-        raise BDSInputError(f"{cfg.path}: no such data file; check the path (relative paths start at {base_dir})")
+        raise BDSInputError(
+            f"{cfg.path}: no such data file; check the path (relative paths start at {base_dir})"
+        )
     fmt = cfg.format if cfg.format != "auto" else FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise BDSInputError(
@@ -46,15 +48,19 @@ def load_local_source(cfg: SourceConfig, base_dir: str | Path = ".") -> LoadedSo
         values = {}
         for fld, col in columns.items():
             value = row.get(col) if col else None
-            if fld in REQUIRED and (value is None or (isinstance(value, float) and value != value)):
+            if _is_blank(value):
+                value = None
+            if fld in REQUIRED and value is None:
                 raise BDSInputError(
                     f"{where}: missing field {col!r} (record field {fld!r}); add it or map "
                     f"another column with `fields: {{{fld}: COLUMN}}`"
                 )
-            values[fld] = "" if value is None or (isinstance(value, float) and value != value) else value
+            values[fld] = "" if value is None else value
         source = str(values["source"]) if values["source"] != "" else (cfg.label or "unknown")
         if source not in SOURCE_LABELS:
-            raise BDSInputError(f"{where}: source {source!r} is not one of {', '.join(SOURCE_LABELS)}")
+            raise BDSInputError(
+                f"{where}: source {source!r} is not one of {', '.join(SOURCE_LABELS)}"
+            )
         rid = str(values["id"]) if values["id"] != "" else f"{path.stem}/{len(records)}"
         if rid in ids:
             raise BDSInputError(f"{where}: duplicate id {rid!r}; ids must be unique within a file")
@@ -71,11 +77,27 @@ def load_local_source(cfg: SourceConfig, base_dir: str | Path = ".") -> LoadedSo
     return LoadedSource(path.name, records)
 
 
-def _resolve_columns(path: Path, mapping: dict[str, str], first: dict[str, Any]) -> dict[str, str | None]:
+def _is_blank(value: Any) -> bool:
+    """None, NaN (pandas' empty cell) or whitespace-only text."""
+    if value is None:
+        return True
+    if isinstance(value, float) and value != value:
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _resolve_columns(
+    path: Path, mapping: dict[str, str], first: dict[str, Any]
+) -> dict[str, str | None]:
     """Record field -> column. Mapped columns must exist; required ones must be found."""
     out: dict[str, str | None] = {}
     for fld, candidates in DEFAULT_COLUMNS.items():
         if fld in mapping:
+            if mapping[fld] not in first:
+                raise BDSInputError(
+                    f"{path}: `fields` maps {fld!r} to column {mapping[fld]!r}, which the file does "
+                    f"not have (columns: {', '.join(map(str, first))}); fix the mapping"
+                )
             out[fld] = mapping[fld]
             continue
         out[fld] = next((c for c in candidates if c in first), None)
@@ -90,7 +112,7 @@ def _resolve_columns(path: Path, mapping: dict[str, str], first: dict[str, Any])
 def _read_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (location for messages, row) pairs; locations are file:line for text formats."""
     if fmt == "jsonl":
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8-sig") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
@@ -101,17 +123,24 @@ def _read_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
                         f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove that line"
                     ) from None
                 if not isinstance(row, dict):
-                    raise BDSInputError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
+                    raise BDSInputError(
+                        f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}"
+                    )
                 yield f"{path}:{lineno}", row
     elif fmt == "json":
+        text = path.read_text(encoding="utf-8-sig")
+        if not text.strip():
+            return
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise BDSInputError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg}); fix the file") from None
+            raise BDSInputError(
+                f"{path}:{exc.lineno}: malformed JSON ({exc.msg}); fix the file"
+            ) from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
-            raise BDSInputError(f"{path}: expected a JSON list of objects (or {{\"data\": [...]}})")
+            raise BDSInputError(f'{path}: expected a JSON list of objects (or {{"data": [...]}})')
         for i, row in enumerate(data):
             if not isinstance(row, dict):
                 raise BDSInputError(f"{path}: item {i} is {type(row).__name__}, expected an object")
@@ -124,7 +153,9 @@ def _read_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
         except pd.errors.EmptyDataError:
             return
         except pd.errors.ParserError as exc:
-            raise BDSInputError(f"{path}: malformed CSV ({str(exc).strip()}); fix the file") from None
+            raise BDSInputError(
+                f"{path}: malformed CSV ({str(exc).strip()}); fix the file"
+            ) from None
         # Rows are numbered from 1 after the header (a quoted field may span several lines).
         for i, row in enumerate(df.to_dict("records")):
             yield f"{path}: row {i + 1}", row
@@ -134,6 +165,8 @@ def _read_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
             table = pq.read_table(path)
         except Exception as exc:  # pyarrow raises several types for bad files
-            raise BDSInputError(f"{path}: not a readable Parquet file ({exc}); check the file") from None
+            raise BDSInputError(
+                f"{path}: not a readable Parquet file ({exc}); check the file"
+            ) from None
         for i, row in enumerate(table.to_pylist()):
-            yield f"{path}: row {i}", row
+            yield f"{path}: row {i + 1}", row

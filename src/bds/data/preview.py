@@ -26,9 +26,14 @@ class SetPreview:
     examples: dict[str, list[Record]]
 
 
-def preview_sets(data: PreparedData, tokenizer: Any | None, template: str, max_length: int, truncation: str) -> list[SetPreview]:
+def preview_sets(
+    data: PreparedData, tokenizer: Any | None, template: str, max_length: int, truncation: str
+) -> list[SetPreview]:
     out = []
-    for name, records in (("D_ft (user data)", data.finetune), ("D_safe (alignment)", data.alignment)):
+    for name, records in (
+        ("D_ft (user data)", data.finetune),
+        ("D_safe (alignment)", data.alignment),
+    ):
         if not records:
             continue
         report = None
@@ -85,10 +90,16 @@ def render(previews: list[SetPreview], data: PreparedData, console: Any) -> None
                 lengths_by_source[r.source].append(n)
         for source, count in sorted(p.counts.items()):
             stats = length_stats(lengths_by_source.get(source, []))
-            span = f"{stats['min']}/{stats['median']:g}/{stats['p95']}/{stats['max']}" if stats else "-"
+            span = (
+                f"{stats['min']}/{stats['median']:g}/{stats['p95']}/{stats['max']}"
+                if stats
+                else "-"
+            )
             truncated = str(p.report.truncated[source]) if p.report else "-"
             dropped = (
-                str(p.report.dropped[source] + p.report.prompt_too_long[source]) if p.report else "-"
+                str(p.report.dropped[source] + p.report.prompt_too_long[source])
+                if p.report
+                else "-"
             )
             table.add_row(source, str(count), span, truncated, dropped)
         console.print(table)
@@ -97,4 +108,6 @@ def render(previews: list[SetPreview], data: PreparedData, console: Any) -> None
         for source, examples in sorted(p.examples.items()):
             console.print(f"  [bold]{source}[/] examples:")
             for r in examples:
-                console.print(f"    {example_line(r)}", markup=False, highlight=False, soft_wrap=True)
+                console.print(
+                    f"    {example_line(r)}", markup=False, highlight=False, soft_wrap=True
+                )

@@ -47,7 +47,9 @@ def render_completion(record: Record, template: TemplateName, tokenizer: Any = N
         tokenize=False,
     )
     if not full.startswith(prompt):
-        raise ValueError("the chat template does not extend the generation prompt; use template: alpaca")
+        raise ValueError(
+            "the chat template does not extend the generation prompt; use template: alpaca"
+        )
     return full[len(prompt) :]
 
 

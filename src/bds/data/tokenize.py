@@ -43,7 +43,11 @@ class TruncationReport:
     lengths: list[int] = field(default_factory=list)  # untruncated lengths
 
     def summary(self) -> str:
-        t, d, p = sum(self.truncated.values()), sum(self.dropped.values()), sum(self.prompt_too_long.values())
+        t, d, p = (
+            sum(self.truncated.values()),
+            sum(self.dropped.values()),
+            sum(self.prompt_too_long.values()),
+        )
         return (
             f"{self.kept}/{self.total} samples kept at max_length={self.max_length} "
             f"({t} truncated, {d} dropped as too long, {p} dropped: prompt fills the context)"

@@ -1,0 +1,31 @@
+import os
+
+# Every test runs offline: a hub call must fail fast, not retry for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from bds.data.schema import Record  # noqa: E402
+
+
+def make_records(n: int, source: str, prefix: str | None = None) -> list[Record]:
+    prefix = prefix or source
+    return [
+        Record(
+            id=f"{prefix}/{i}",
+            instruction=f"{prefix} question {i}",
+            response=f"answer {i}",
+            source=source,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from bds.tiny import build_tiny_tokenizer
+
+    return build_tiny_tokenizer()

@@ -1,0 +1,93 @@
+"""The embedded sources read real data from installed packages; these tests use them as shipped."""
+
+import pytest
+
+from bds.data import embedded
+from bds.data.text import jaccard, normalize, word_set
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return {name: load() for name, load in embedded.EMBEDDED_SOURCES.items()}
+
+
+@pytest.mark.parametrize(
+    "name,minimum,label",
+    [
+        ("pyrit-harmful", 400, "harmful"),
+        ("pyrit-safe", 100, "safe"),
+        ("advbench", 500, "harmful"),
+        ("benign-prompts", 40, "benign"),
+        ("sentiment-train", 5000, "benign"),
+        ("sentiment-test", 500, "benign"),
+    ],
+)
+def test_sources_load_with_labels_and_unique_ids(sources, name, minimum, label):
+    src = sources[name]
+    assert len(src) >= minimum
+    assert {r.source for r in src.records} == {label}
+    assert len({r.id for r in src.records}) == len(src)
+    assert all(r.instruction.strip() for r in src.records)
+    assert src.notes, "every filter must be reported"
+
+
+def test_eval_prompts_are_disjoint_from_every_training_prompt(sources):
+    train = [
+        r.instruction for name in ("pyrit-harmful", "pyrit-safe") for r in sources[name].records
+    ]
+    train += embedded.training_prompts()
+    train_exact = {normalize(p) for p in train}
+    train_words = [word_set(p) for p in train]
+    for r in sources["advbench"].records:
+        assert normalize(r.instruction) not in train_exact
+        assert (
+            max(jaccard(word_set(r.instruction), t) for t in train_words)
+            < embedded.EVAL_NEAR_DUPLICATE_JACCARD
+        )
+
+
+def test_benign_prompts_are_not_harmful_prompts(sources):
+    harmful = {
+        normalize(r.instruction)
+        for n in ("pyrit-harmful", "pyrit-safe", "advbench")
+        for r in sources[n].records
+    }
+    assert not harmful & {normalize(r.instruction) for r in sources["benign-prompts"].records}
+    assert all(r.response for r in sources["benign-prompts"].records)
+
+
+def test_harmful_and_safe_come_from_human_scores(sources):
+    assert all(
+        r.meta["human_score"] >= embedded.HARMFUL_MIN_SCORE
+        for r in sources["pyrit-harmful"].records
+    )
+    for r in sources["pyrit-safe"].records:
+        assert r.meta["human_score"] == 0
+        assert embedded.REFUSAL_START.match(r.response)
+
+
+def test_sentiment_splits_are_disjoint_balanced_and_sst2_shaped(sources):
+    train, test = sources["sentiment-train"].records, sources["sentiment-test"].records
+    assert not {normalize(r.input) for r in train} & {normalize(r.input) for r in test}
+    assert not {r.id for r in train} & {r.id for r in test}
+    for split in (train, test):
+        labels = [r.response for r in split]
+        assert set(labels) == {"positive", "negative"}
+        assert labels.count("positive") == labels.count("negative")
+    assert all(r.instruction == embedded.SENTIMENT_INSTRUCTION for r in train)
+    assert all(r.input.isascii() for r in train)
+
+
+def test_sources_are_reproducible():
+    a = embedded.load_embedded_source(type("C", (), {"name": "sentiment-test"})())
+    b = embedded.load_embedded_source(type("C", (), {"name": "sentiment-test"})())
+    assert [r.id for r in a.records] == [r.id for r in b.records]
+    a.records.clear()  # callers get copies: the cache is untouched
+    assert len(embedded.load_embedded_source(type("C", (), {"name": "sentiment-test"})())) > 0
+
+
+def test_missing_package_is_a_clear_error():
+    from bds.errors import BDSInputError
+
+    with pytest.raises(BDSInputError, match="'no_such_pkg' is not installed; run `make setup`"):
+        embedded.package_dir("no_such_pkg")
