@@ -15,18 +15,10 @@ from typing import Any, Literal
 
 import yaml
 
-from bds.errors import ConfigError
+from bds.errors import ConfigError, FieldError
 
 SourceKind = Literal["embedded", "hub", "local"]
 SourceLabel = Literal["benign", "harmful", "safe", "unknown"]
-
-
-class FieldError(ValueError):
-    """Raised by a section's validate(): `key` is the offending field within that section."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key = key
 
 
 @dataclass

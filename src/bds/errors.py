@@ -7,3 +7,14 @@ class BDSInputError(Exception):
 
 class ConfigError(BDSInputError):
     """A configuration file or value is invalid."""
+
+
+class FieldError(ValueError):
+    """Raised by a config section's validate(): `key` is the offending field in that section.
+
+    The config loader turns it into a ConfigError that names the file, line and full key.
+    """
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
