@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from bds.errors import ConfigError, FieldError
+from bds.training.config import TrainConfig
 
 SourceKind = Literal["embedded", "hub", "local"]
 SourceLabel = Literal["benign", "harmful", "safe", "unknown"]
@@ -120,6 +121,7 @@ class RunConfig:
 
     data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str | None = None
 
 

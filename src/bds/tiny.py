@@ -53,8 +53,13 @@ def build_tiny_model(
     heads: int = 4,
     max_positions: int = 512,
     seed: int = 0,
+    init_std: float = 0.3,
 ) -> Any:
-    """A random-init causal LM small enough for unit tests (~0.1-1M parameters by default)."""
+    """A random-init causal LM small enough for unit tests (~0.1-1M parameters by default).
+
+    Weights are drawn wider than the usual 0.02 so that a LoRA adapter alone can move the
+    output distribution: with a frozen near-zero output head, LoRA cannot fit anything.
+    """
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
@@ -68,6 +73,7 @@ def build_tiny_model(
             num_attention_heads=heads,
             num_key_value_heads=heads,
             max_position_embeddings=max_positions,
+            initializer_range=init_std,
             pad_token_id=0,
             bos_token_id=1,
             eos_token_id=2,
@@ -79,6 +85,7 @@ def build_tiny_model(
         n_layer=layers,
         n_head=heads,
         n_positions=max_positions,
+        initializer_range=init_std,
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,

@@ -1,0 +1,90 @@
+"""The `train:` section of a run config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bds.errors import FieldError
+from bds.schedulers.config import ScalarSchedulerConfig
+
+Mode = Literal["bds", "bds-no-align", "mix", "sft"]
+
+
+@dataclass
+class LoraSettings:
+    """LoRA through PEFT. Reference protocol: r=32, alpha=4 on q/k/v (with lr 1e-5, 20 epochs)."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj"])
+
+    def validate(self) -> None:
+        if self.r < 1:
+            raise FieldError("r", f"must be >= 1, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise FieldError("dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TrainConfig:
+    """How D_ft (and D_safe) are fine-tuned.
+
+    mode: bds (alignment batch + scheduler-weighted user batch), bds-no-align (weighted user
+    batch only), mix (alignment + unweighted user batch), sft (user batch only).
+    Batch sizes are global (summed over processes); each step takes one user batch and,
+    in bds/mix, one alignment batch.
+    """
+
+    mode: Mode = "bds"
+    epochs: float = 2.0
+    max_steps: int | None = None
+    batch_size: int = 8
+    alignment_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.1
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = 0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
+    one_pass: bool = True
+    safety_agnostic: bool = False
+    scheduler_losses: Literal["current", "updated"] = "current"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    scheduler: ScalarSchedulerConfig = field(default_factory=ScalarSchedulerConfig)
+    log_steps: int = 10
+    trajectory_steps: int = 10
+    save_steps: int | None = None
+    report_to: list[str] = field(default_factory=list)
+    seed: int = 42
+
+    def validate(self) -> None:
+        for key in (
+            "batch_size",
+            "alignment_batch_size",
+            "gradient_accumulation_steps",
+            "log_steps",
+            "trajectory_steps",
+        ):
+            if getattr(self, key) < 1:
+                raise FieldError(key, f"must be >= 1, got {getattr(self, key)}")
+        if self.epochs <= 0 and self.max_steps is None:
+            raise FieldError("epochs", f"must be > 0 (or set max_steps), got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise FieldError("max_steps", f"must be >= 1, got {self.max_steps}")
+        if self.save_steps is not None and self.save_steps < 1:
+            raise FieldError("save_steps", f"must be >= 1, got {self.save_steps}")
+        if self.lr <= 0:
+            raise FieldError("lr", f"must be > 0, got {self.lr}")
+        if self.safety_agnostic and self.mode not in ("bds", "bds-no-align"):
+            raise FieldError("safety_agnostic", f"only applies to bds modes, not {self.mode}")
+
+    @property
+    def uses_alignment(self) -> bool:
+        return self.mode in ("bds", "mix")
+
+    @property
+    def uses_scheduler(self) -> bool:
+        return self.mode in ("bds", "bds-no-align")

@@ -1,0 +1,45 @@
+"""The per-sample loss: the one place the training objective's CE is computed."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bds.data.tokenize import IGNORE_INDEX
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token CE over each sample's response tokens: shape [batch].
+
+    Prompt and padding positions carry IGNORE_INDEX and do not count. A sample with no
+    response token (cannot happen after tokenisation, which drops those) would get 0.
+    """
+    shift_logits = logits[:, :-1, :]
+    shift_labels = labels[:, 1:]
+    ce = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)).float(),
+        shift_labels.reshape(-1),
+        reduction="none",
+        ignore_index=IGNORE_INDEX,
+    ).view(shift_labels.shape)
+    mask = (shift_labels != IGNORE_INDEX).to(ce.dtype)
+    return (ce * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
+def weighted_objective(
+    user_losses: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    align_losses: torch.Tensor | None,
+) -> torch.Tensor:
+    """Model loss = mean CE over the alignment batch + mean_i(w_i * l_i) over the user batch.
+
+    Missing parts drop out: no alignment batch (sft, bds-no-align), no weights (sft, mix).
+    """
+    total = torch.zeros(
+        (), device=(user_losses if user_losses is not None else align_losses).device
+    )
+    if user_losses is not None:
+        total = total + (user_losses * weights if weights is not None else user_losses).mean()
+    if align_losses is not None:
+        total = total + align_losses.mean()
+    return total

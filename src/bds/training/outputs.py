@@ -1,0 +1,98 @@
+"""What a training run leaves behind: weights table, JSONL log, summary JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from bds.stats import auroc
+
+
+def weight_summary(sources: Sequence[str], weights: Sequence[float]) -> dict[str, Any]:
+    """Mean weight per known source, and the AUROC of the weights for benign vs harmful
+    (1.0: every benign sample outweighs every harmful one)."""
+    by_source: dict[str, list[float]] = defaultdict(list)
+    for s, w in zip(sources, weights, strict=True):
+        by_source[s].append(float(w))
+    return {
+        "mean_weight": {s: sum(v) / len(v) for s, v in sorted(by_source.items())},
+        "count": {s: len(v) for s, v in sorted(by_source.items())},
+        "auroc_benign_vs_harmful": auroc(by_source.get("benign", []), by_source.get("harmful", [])),
+    }
+
+
+def write_weights_table(
+    path: Path,
+    ids: Sequence[str],
+    sources: Sequence[str],
+    weights: Sequence[float],
+    logits: Sequence[float] | None,
+    trajectory: dict[int, Sequence[float]],
+) -> None:
+    """CSV: id, source, weight, logit, then one column per logged step (w@step_K)."""
+    steps = sorted(trajectory)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "source", "weight", "logit"] + [f"w@step_{s}" for s in steps])
+        for i, rid in enumerate(ids):
+            row = [
+                rid,
+                sources[i],
+                f"{weights[i]:.6g}",
+                "" if logits is None else f"{logits[i]:.6g}",
+            ]
+            writer.writerow(row + [f"{trajectory[s][i]:.4g}" for s in steps])
+    os.replace(tmp, path)
+
+
+def read_weights_table(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic JSON write: a reader never sees a half-written file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(
+        json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n", encoding="utf-8"
+    )
+    os.replace(tmp, path)
+
+
+def to_jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in (
+        "bayesian-data-scheduler",
+        "torch",
+        "transformers",
+        "peft",
+        "accelerate",
+        "datasets",
+    ):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
