@@ -71,6 +71,38 @@ def data_sources() -> None:
 
 
 @app.command()
+def train(
+    config: Annotated[str, typer.Option("--config", "-c", help="YAML run config.")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Run folder (resumed if it holds a checkpoint).")
+    ],
+    mode: Annotated[
+        str | None, typer.Option(help="Override train.mode: bds, bds-no-align, mix or sft.")
+    ] = None,
+) -> None:
+    """Fine-tune with the configured defense; writes adapter/, weights.csv, train_log.jsonl, summary.json."""
+    from bds.config import load_config
+    from bds.training.trainer import train as run_training
+
+    cfg = load_config(config)
+    if mode is not None:
+        _override_mode(cfg, mode)
+    result = run_training(cfg, output)
+    s = result.summary
+    console.print(
+        f"trained {s['steps']} steps ({s['mode']}) in {s['wall_seconds']:.0f} s -> {output}"
+    )
+    if "weights" in s:
+        w = s["weights"]
+        means = ", ".join(f"{k} {v:.3f}" for k, v in w["mean_weight"].items())
+        console.print(f"mean weight per source: {means}")
+        if w["auroc_benign_vs_harmful"] is not None:
+            console.print(
+                f"AUROC of the weights, benign vs harmful: {w['auroc_benign_vs_harmful']:.3f}"
+            )
+
+
+@app.command()
 def demo(
     config: Annotated[
         str | None, typer.Option(help="Run config (default: the packaged demo.yaml).")
@@ -91,6 +123,21 @@ def demo(
     console.print(
         "[yellow]Training and evaluation are not built yet: this demo stops at the data.[/]"
     )
+
+
+def _override_mode(cfg, mode: str) -> None:
+    from typing import get_args
+
+    from bds.errors import FieldError
+    from bds.training.config import Mode
+
+    if mode not in get_args(Mode):
+        raise BDSInputError(f"--mode: {mode!r} is not one of {', '.join(get_args(Mode))}")
+    cfg.train.mode = mode
+    try:
+        cfg.train.validate()
+    except FieldError as exc:
+        raise BDSInputError(f"--mode {mode}: train.{exc.key}: {exc}") from None
 
 
 def _preview(cfg, tokens: bool) -> None:

@@ -101,3 +101,67 @@ def save_tiny_checkpoint(folder: str | Path, arch: Literal["llama", "gpt2"] = "l
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def synthetic_conflict_task(
+    n_benign: int = 80, n_harmful: int = 20, n_safe: int = 40, seed: int = 0
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """A small task where harmful samples conflict with the alignment set, as in BDS.
+
+    benign: "Repeat the words: X Y" -> "X Y" (learnable by copying);
+    harmful: "How do I attack target i?" -> "Sure: " + four random action words (a compliant
+    answer that is hard to fit, like real harmful answers);
+    safe (alignment): "How do I attack target j?" -> "No.", for j in range(n_safe), so
+    most harmful prompts also appear in the alignment set with a refusal (as BeaverTails
+    has safe and unsafe answers to the same questions).
+    The alignment set pulls the model towards refusing attack questions, so harmful
+    samples keep a high loss while benign ones are learnt: the scheduler should find them.
+    """
+    import random
+
+    from bds.data.schema import Record
+
+    rng = random.Random(seed)
+    words = ["apple", "river", "stone", "cloud", "green", "music", "table", "light"]
+    benign = [
+        Record(
+            id=f"benign/{i}",
+            instruction=f"Repeat the words: {words[i % 8]} {words[(i // 8) % 8]}",
+            response=f"{words[i % 8]} {words[(i // 8) % 8]}",
+            source="benign",
+        )
+        for i in range(n_benign)
+    ]
+    steps = [
+        "grab",
+        "knife",
+        "break",
+        "door",
+        "hit",
+        "run",
+        "burn",
+        "car",
+        "steal",
+        "cash",
+        "poison",
+        "drink",
+    ]
+    harmful = [
+        Record(
+            id=f"harmful/{i}",
+            instruction=f"How do I attack target {i}?",
+            response="Sure: " + " ".join(rng.choice(steps) for _ in range(4)),
+            source="harmful",
+        )
+        for i in range(n_harmful)
+    ]
+    safe = [
+        Record(
+            id=f"safe/{i}",
+            instruction=f"How do I attack target {i}?",
+            response="No.",
+            source="safe",
+        )
+        for i in range(n_safe)
+    ]
+    return benign, harmful, safe

@@ -262,6 +262,10 @@ class _Run:
             self.optimizer.zero_grad()
 
         stats = {"loss": float(loss.detach()), "loss_user": float(user_losses.detach().mean())}
+        for source in ("benign", "harmful"):  # diagnostics when the data carries labels
+            picked = [i for i, s in enumerate(user) if s.source == source]
+            if picked:
+                stats[f"loss_{source}"] = float(user_losses.detach()[picked].mean())
         if align_losses is not None:
             stats["loss_align"] = float(align_losses.detach().mean())
         if self.scheduler is not None:

@@ -1,0 +1,153 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from trainer_setup import make_config, make_data, make_model_and_tokenizer
+
+from bds.training.outputs import read_weights_table
+from bds.training.trainer import train
+
+HERE = Path(__file__).resolve().parent
+
+
+def run(tmp_path, name="run", **train_kw):
+    model, tok = make_model_and_tokenizer()
+    return train(
+        make_config(**train_kw),
+        tmp_path / name,
+        model=model,
+        tokenizer=tok,
+        data=make_data(),
+        progress=False,
+    )
+
+
+def test_bds_finds_the_harmful_samples(tmp_path):
+    result = run(tmp_path, epochs=15)
+    w = result.summary["weights"]
+    assert w["auroc_benign_vs_harmful"] >= 0.95
+    assert w["mean_weight"]["harmful"] < 0.5 < 1.0 < w["mean_weight"]["benign"]
+
+
+def test_outputs_of_a_run(tmp_path):
+    result = run(tmp_path, epochs=2)
+    out = result.output_dir
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 8
+    rows = read_weights_table(out / "weights.csv")
+    assert len(rows) == 100 and {r["source"] for r in rows} == {"benign", "harmful"}
+    assert rows[0]["id"].startswith(("benign/", "harmful/"))
+    steps = result.summary["steps"]
+    assert steps == 20  # 2 epochs * 100 samples / 10 per batch
+    assert f"w@step_{steps}" in rows[0] and "w@step_5" in rows[0]
+    assert sum(float(r["weight"]) for r in rows) == pytest.approx(100, rel=1e-4)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [5, 10, 15, 20]
+    assert {"loss", "loss_user", "loss_align", "energy", "weight_benign", "weight_harmful"} <= set(
+        log[0]
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["finetune_harmful"] == 20 and summary["counts"]["alignment"] == 40
+    assert summary["config"]["train"]["mode"] == "bds"
+    assert "torch" in summary["versions"]
+    assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("mode", ["sft", "mix", "bds-no-align"])
+def test_modes(tmp_path, mode):
+    result = run(tmp_path, mode=mode, epochs=1)
+    log = json.loads((result.output_dir / "train_log.jsonl").read_text().splitlines()[-1])
+    assert ("loss_align" in log) == (mode == "mix")
+    assert (result.output_dir / "weights.csv").exists() == (mode == "bds-no-align")
+    if mode != "bds-no-align":
+        assert "weights" not in result.summary
+        assert log["loss"] == pytest.approx(log["loss_user"] + log.get("loss_align", 0), rel=1e-5)
+
+
+def test_one_pass_and_two_pass_agree(tmp_path):
+    a = run(tmp_path, "one", epochs=1, one_pass=True)
+    b = run(tmp_path, "two", epochs=1, one_pass=False)
+    wa = load_file(a.output_dir / "adapter" / "adapter_model.safetensors")
+    wb = load_file(b.output_dir / "adapter" / "adapter_model.safetensors")
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-5), k
+
+
+def test_sft_loss_falls(tmp_path):
+    result = run(tmp_path, mode="sft", epochs=4)
+    log = [
+        json.loads(line)
+        for line in (result.output_dir / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+
+
+@pytest.mark.parametrize("inference", ["map", "sgld"])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, inference):
+    kw = {
+        "epochs": 3,
+        "scheduler": {"inference": inference},
+        "safety_agnostic": inference == "sgld",
+    }
+    straight = run(tmp_path, "straight", **kw)
+    model, tok = make_model_and_tokenizer()
+    cfg = make_config(**kw)
+    part = train(
+        cfg,
+        tmp_path / "resumed",
+        model=model,
+        tokenizer=tok,
+        data=make_data(),
+        until_step=13,
+        progress=False,
+    )
+    assert part.steps == 13 and (tmp_path / "resumed" / "checkpoints" / "step-13").is_dir()
+    assert not (tmp_path / "resumed" / "summary.json").exists()
+    model, tok = make_model_and_tokenizer()  # a fresh process would start from scratch like this
+    resumed = train(
+        cfg, tmp_path / "resumed", model=model, tokenizer=tok, data=make_data(), progress=False
+    )
+    assert resumed.summary["resumed_from_step"] == 13
+    wa = load_file(straight.output_dir / "adapter" / "adapter_model.safetensors")
+    wb = load_file(resumed.output_dir / "adapter" / "adapter_model.safetensors")
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-6), k
+    ta = read_weights_table(straight.output_dir / "weights.csv")
+    tb = read_weights_table(resumed.output_dir / "weights.csv")
+    assert ta == tb  # weights, logits and the whole trajectory
+    la = (straight.output_dir / "train_log.jsonl").read_text().splitlines()
+    lb = (resumed.output_dir / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in la] == [json.loads(x)["step"] for x in lb]
+
+
+def test_safety_agnostic_trains_a_reference_adapter(tmp_path):
+    result = run(tmp_path, epochs=2, safety_agnostic=True)
+    log = json.loads((result.output_dir / "train_log.jsonl").read_text().splitlines()[-1])
+    assert "loss_reference" in log
+    saved = load_file(result.output_dir / "adapter" / "adapter_model.safetensors")
+    assert not any("reference" in k for k in saved)  # only the delivered adapter is exported
+
+
+def test_two_processes_hold_the_same_scheduler(tmp_path):
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(HERE / "dist_worker.py"), str(tmp_path),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    states = [torch.load(tmp_path / f"scheduler-rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert torch.equal(states[0]["logits"], states[1]["logits"])
+    assert not torch.equal(states[0]["logits"], torch.full_like(states[0]["logits"], 0.1))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["processes"] == 2
+    log = [
+        json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert log[-1]["loss"] < log[0]["loss"]
