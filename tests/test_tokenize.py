@@ -76,3 +76,28 @@ def test_drop_policy_drops_and_counts(tiny_tokenizer):
 def test_untruncated_lengths_are_recorded(tiny_tokenizer, template):
     _, report = tokenize_records([SHORT, LONG], tiny_tokenizer, template, 64)
     assert report.lengths[1] > 64
+
+
+def test_per_sample_loss_by_hand_and_with_kept_positions():
+    import torch
+
+    from bds.training.losses import per_sample_loss, positions_to_keep, weighted_objective
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[-100, -100, 3, 4, -100], [-100, -100, -100, 1, 6]])
+    logp = torch.log_softmax(logits, -1)
+    by_hand = torch.stack(
+        [
+            -(logp[0, 1, 3] + logp[0, 2, 4]) / 2,  # position t predicts token t+1
+            -(logp[1, 2, 1] + logp[1, 3, 6]) / 2,
+        ]
+    )
+    assert torch.allclose(per_sample_loss(logits, labels), by_hand, atol=1e-6)
+    keep = positions_to_keep(labels)
+    assert keep == 4  # first response token at t=2 needs logits from t=1 on
+    assert torch.allclose(per_sample_loss(logits[:, -keep:], labels), by_hand, atol=1e-6)
+    w = torch.tensor([0.5, 2.0])
+    align = torch.tensor([1.0, 3.0])
+    expected = (0.5 * by_hand[0] + 2.0 * by_hand[1]) / 2 + 2.0
+    assert torch.allclose(weighted_objective(by_hand, w, align), expected)

@@ -8,12 +8,27 @@ import torch.nn.functional as F
 from bds.data.tokenize import IGNORE_INDEX
 
 
+def positions_to_keep(labels: torch.Tensor) -> int:
+    """How many trailing positions' logits the loss needs (for the model's logits_to_keep).
+
+    Logits at position t predict token t+1, so the first needed position is one before the
+    earliest response token in the batch. Prompts are often most of a sample (an SST-2
+    sample is ~90 prompt tokens and 2 answer tokens): skipping their vocabulary projection
+    and softmax saves a large part of the step on a 49k-token vocabulary.
+    """
+    has_label = (labels != IGNORE_INDEX).any(dim=0)
+    first = int(has_label.float().argmax()) if bool(has_label.any()) else labels.size(1) - 1
+    return labels.size(1) - max(first - 1, 0)
+
+
 def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token CE over each sample's response tokens: shape [batch].
 
-    Prompt and padding positions carry IGNORE_INDEX and do not count. A sample with no
-    response token (cannot happen after tokenisation, which drops those) would get 0.
+    `logits` may cover only the last K positions (see positions_to_keep). Prompt and
+    padding positions carry IGNORE_INDEX and do not count. A sample with no response token
+    (cannot happen after tokenisation, which drops those) would get 0.
     """
+    labels = labels[:, labels.size(1) - logits.size(1) :]
     shift_logits = logits[:, :-1, :]
     shift_labels = labels[:, 1:]
     ce = F.cross_entropy(
