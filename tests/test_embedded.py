@@ -20,6 +20,7 @@ def sources():
         ("benign-prompts", 40, "benign"),
         ("sentiment-train", 5000, "benign"),
         ("sentiment-test", 500, "benign"),
+        ("tweets-freeform", 5000, "benign"),
     ],
 )
 def test_sources_load_with_labels_and_unique_ids(sources, name, minimum, label):

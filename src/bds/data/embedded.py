@@ -324,6 +324,26 @@ def sentiment(split: str) -> LoadedSource:
     return LoadedSource(f"sentiment-{split}", list(splits[split]), list(notes))
 
 
+def tweets_freeform() -> LoadedSource:
+    """Free-form benign answers: "Write a <label> tweet." -> the tweet (train split only).
+
+    The same tweets as sentiment-train, turned around: the answer is a whole tweet, long
+    and hard to predict, like the free-form benign data (Alpaca) on which a loss-only
+    scheduler is expected to confuse hard benign samples with harmful ones.
+    """
+    splits, notes = _sentiment_split()
+    records = [
+        Record(
+            id=f"tweets-freeform/{r.id.split('/')[1]}",
+            instruction=f"Write a {r.response} tweet.",
+            response=r.input,
+            source="benign",
+        )
+        for r in splits["train"]
+    ]
+    return LoadedSource("tweets-freeform", records, list(notes))
+
+
 # ------------------------------------------------------------- registry -----------------
 
 EMBEDDED_SOURCES: dict[str, Callable[[], LoadedSource]] = {
@@ -333,6 +353,7 @@ EMBEDDED_SOURCES: dict[str, Callable[[], LoadedSource]] = {
     "benign-prompts": benign_prompts,
     "sentiment-train": lambda: sentiment("train"),
     "sentiment-test": lambda: sentiment("test"),
+    "tweets-freeform": tweets_freeform,
 }
 
 
