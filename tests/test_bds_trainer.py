@@ -151,3 +151,9 @@ def test_two_processes_hold_the_same_scheduler(tmp_path):
         json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
     ]
     assert log[-1]["loss"] < log[0]["loss"]
+
+
+def test_runs_with_different_precisions_in_one_process(tmp_path):
+    run(tmp_path, "fp32", mode="sft", epochs=1)
+    result = run(tmp_path, "bf16", mode="sft", epochs=1, mixed_precision="bf16")
+    assert result.summary["steps"] == 10

@@ -62,6 +62,21 @@ def train(
     return _Run(cfg, Path(output_dir), model, tokenizer, data, progress).run(until_step)
 
 
+def _allow_new_accelerator_settings() -> None:
+    """Let one process run several trainings with different precisions (align, then attack).
+
+    accelerate keeps one global state and refuses a second Accelerator with other settings;
+    outside a multi-process launch nothing else depends on it, so it is reset.
+    """
+    import os
+
+    from accelerate.state import AcceleratorState, PartialState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        PartialState._reset_state()
+
+
 class _Run:
     def __init__(self, cfg, output_dir, model, tokenizer, data, progress):
         from accelerate import Accelerator
@@ -71,6 +86,7 @@ class _Run:
         self.tc: TrainConfig = cfg.train
         self.output_dir = output_dir
         self.progress = progress
+        _allow_new_accelerator_settings()
         self.accelerator = Accelerator(
             mixed_precision=self.tc.mixed_precision,
             gradient_accumulation_steps=self.tc.gradient_accumulation_steps,
