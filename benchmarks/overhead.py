@@ -30,14 +30,17 @@ import torch
 from bds.cli import packaged_config
 from bds.config import load_config
 from bds.data.pipeline import PreparedData, prepare_data
+from bds.io import to_jsonable, write_json
 from bds.models import load_model, load_tokenizer
-from bds.training.outputs import package_versions, to_jsonable, write_json
+from bds.training.outputs import package_versions
 from bds.training.trainer import train
 
 
 def variant(cfg, steps: int, **train_overrides):
     cfg = copy.deepcopy(cfg)
-    cfg.train = replace(cfg.train, max_steps=steps, log_steps=1, trajectory_steps=10**9, save_steps=None)
+    cfg.train = replace(
+        cfg.train, max_steps=steps, log_steps=1, trajectory_steps=10**9, save_steps=None
+    )
     for key, value in train_overrides.items():
         setattr(cfg.train, key, value)
     return cfg
@@ -46,7 +49,9 @@ def variant(cfg, steps: int, **train_overrides):
 def repeat_to(data: PreparedData, n: int) -> PreparedData:
     """D_ft repeated (with fresh ids) to n samples: same batches' cost, a bigger scheduler."""
     records = [
-        replace(r, id=f"{r.id}#{k}") for k in range(-(-n // len(data.finetune))) for r in data.finetune
+        replace(r, id=f"{r.id}#{k}")
+        for k in range(-(-n // len(data.finetune)))
+        for r in data.finetune
     ][:n]
     return PreparedData(records, data.alignment, data.mix, data.sources)
 
@@ -54,7 +59,9 @@ def repeat_to(data: PreparedData, n: int) -> PreparedData:
 def time_variant(cfg, data, tokenizer, label: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        result = train(cfg, out, model=load_model(cfg.model), tokenizer=tokenizer, data=data, progress=False)
+        result = train(
+            cfg, out, model=load_model(cfg.model), tokenizer=tokenizer, data=data, progress=False
+        )
         wall = time.perf_counter() - t0
     row = {
         "variant": label,
@@ -68,11 +75,17 @@ def time_variant(cfg, data, tokenizer, label: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=str(packaged_config("demo.yaml")))
     parser.add_argument("--output", default="runs/bench/overhead.json")
-    parser.add_argument("--steps", type=int, default=6, help="steps per variant (the first is warm-up)")
-    parser.add_argument("--sizes", default="1000,100000", help="scheduler sizes N for the scaling rows")
+    parser.add_argument(
+        "--steps", type=int, default=6, help="steps per variant (the first is warm-up)"
+    )
+    parser.add_argument(
+        "--sizes", default="1000,100000", help="scheduler sizes N for the scaling rows"
+    )
     parser.add_argument("--quick", action="store_true", help="only sft, mix, bds")
     args = parser.parse_args()
 
@@ -85,17 +98,40 @@ def main() -> None:
         time_variant(variant(cfg, args.steps, mode="bds"), data, tokenizer, "bds"),
     ]
     if not args.quick:
-        rows.append(time_variant(variant(cfg, args.steps, mode="bds", one_pass=False), data, tokenizer, "bds-two-pass"))
-        rows.append(time_variant(variant(cfg, args.steps, mode="bds", safety_agnostic=True), data, tokenizer, "bds-agnostic"))
+        rows.append(
+            time_variant(
+                variant(cfg, args.steps, mode="bds", one_pass=False),
+                data,
+                tokenizer,
+                "bds-two-pass",
+            )
+        )
+        rows.append(
+            time_variant(
+                variant(cfg, args.steps, mode="bds", safety_agnostic=True),
+                data,
+                tokenizer,
+                "bds-agnostic",
+            )
+        )
         for n in (int(x) for x in args.sizes.split(",")):
-            rows.append(time_variant(variant(cfg, args.steps, mode="bds"), repeat_to(data, n), tokenizer, f"bds-N={n}"))
+            rows.append(
+                time_variant(
+                    variant(cfg, args.steps, mode="bds"),
+                    repeat_to(data, n),
+                    tokenizer,
+                    f"bds-N={n}",
+                )
+            )
     by = {r["variant"]: r["mean_step_seconds"] for r in rows}
     ratios = {"bds/mix": by["bds"] / by["mix"], "bds/sft": by["bds"] / by["sft"]}
     if "bds-two-pass" in by:
         ratios["one-pass/two-pass"] = by["bds"] / by["bds-two-pass"]
     sizes = [r for r in rows if r["variant"].startswith("bds-N=")]
     if len(sizes) >= 2:
-        ratios[f"{sizes[-1]['variant']}/{sizes[0]['variant']}"] = sizes[-1]["mean_step_seconds"] / sizes[0]["mean_step_seconds"]
+        ratios[f"{sizes[-1]['variant']}/{sizes[0]['variant']}"] = (
+            sizes[-1]["mean_step_seconds"] / sizes[0]["mean_step_seconds"]
+        )
     for key, value in ratios.items():
         print(f"{key}: {value:.3f}")
     result = {
@@ -107,7 +143,11 @@ def main() -> None:
             "steps_per_variant": args.steps,
             "timed_steps": args.steps - 1,
             "same_batches": "every variant uses train.seed, so the same user and alignment batches",
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+            },
             "versions": package_versions(),
         },
     }

@@ -24,8 +24,9 @@ from pathlib import Path
 from bds.cli import packaged_config
 from bds.config import SourceConfig, load_config
 from bds.data.pipeline import prepare_data
+from bds.io import to_jsonable, write_json
 from bds.models import load_model, load_tokenizer
-from bds.training.outputs import package_versions, to_jsonable, write_json
+from bds.training.outputs import package_versions
 from bds.training.trainer import train
 
 VARIANTS = {
@@ -38,7 +39,9 @@ TASKS = {"sentiment": "sentiment-train", "freeform": "tweets-freeform"}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=str(packaged_config("demo.yaml")))
     parser.add_argument("--output", default="runs/bench/scheduler_variants.json")
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -65,7 +68,14 @@ def main() -> None:
             cfg.train.safety_agnostic = v["agnostic"]
             with tempfile.TemporaryDirectory() as out:
                 t0 = time.perf_counter()
-                result = train(cfg, out, model=load_model(cfg.model), tokenizer=tokenizer, data=data, progress=False)
+                result = train(
+                    cfg,
+                    out,
+                    model=load_model(cfg.model),
+                    tokenizer=tokenizer,
+                    data=data,
+                    progress=False,
+                )
                 wall = time.perf_counter() - t0
             w = result.summary["weights"]
             row = {

@@ -9,13 +9,12 @@ that afterwards (well under a second).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from bds.data.embedded import package_dir
 from bds.errors import BDSInputError
+from bds.io import atomic_directory
 
 EMBEDDED_PREFIX = "embedded:"
 
@@ -83,15 +82,7 @@ def _convert_gguf(spec: EmbeddedModel, target: Path) -> None:
     plain = LlamaForCausalLM(LlamaConfig(**config))
     plain.load_state_dict(gguf_model.state_dict())
     plain.generation_config = gguf_model.generation_config
-    # Write into a temporary sibling and rename: an interrupted conversion never looks finished.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    # An interrupted conversion never looks finished.
+    with atomic_directory(target) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

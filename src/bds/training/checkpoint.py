@@ -10,13 +10,12 @@ weights_only=True, and a checkpoint folder appears only once complete (tmp + ren
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from bds.io import atomic_directory
 
 STATE_FILE = "state.pt"
 META_FILE = "trainer_state.json"
@@ -39,20 +38,11 @@ def save_checkpoint(
     output_dir: Path, step: int, model: Any, state: dict[str, Any], meta: dict[str, Any]
 ) -> Path:
     """model: the PEFT model (all adapters saved); state: tensors/numbers only."""
-    root = checkpoint_root(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"step-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=root))
-    try:
+    target = checkpoint_root(output_dir) / f"step-{step}"
+    with atomic_directory(target) as tmp:
         model.save_pretrained(tmp / "adapter", safe_serialization=True)
         torch.save(state, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps({"step": step, **meta}, indent=2), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -26,12 +26,13 @@ from bds.config import RunConfig
 from bds.data.pipeline import PreparedData, prepare_data
 from bds.data.tokenize import TokenizedSample, TruncationReport, tokenize_records
 from bds.errors import BDSInputError
+from bds.io import write_json
 from bds.schedulers.scalar import ScalarScheduler
 from bds.training import checkpoint as ckpt
 from bds.training.batching import StepSampler, collate
 from bds.training.config import TrainConfig
-from bds.training.losses import per_sample_loss, positions_to_keep, weighted_objective
-from bds.training.outputs import package_versions, weight_summary, write_json, write_weights_table
+from bds.training.losses import per_sample_loss, weighted_objective
+from bds.training.outputs import package_versions, weight_summary, write_weights_table
 
 REFERENCE_ADAPTER = "reference"  # theta_ref of the safety-agnostic term
 
