@@ -154,6 +154,12 @@ def _preview(cfg, tokens: bool) -> None:
     render(preview_sets(data, tokenizer, d.template, d.max_length, d.truncation), data, console)
 
 
+# `bds eval`: harmful score, fine-tune accuracy and over-refusal (src/bds/eval/command.py).
+from bds.eval.command import eval_command  # noqa: E402
+
+app.command("eval")(eval_command)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="bds")

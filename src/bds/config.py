@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from bds.errors import ConfigError, FieldError
+from bds.eval.config import EvalConfig
 from bds.training.config import TrainConfig
 
 SourceKind = Literal["embedded", "hub", "local"]
@@ -122,6 +123,7 @@ class RunConfig:
     data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: str | None = None
 
 

@@ -122,6 +122,10 @@ class _Run:
             self.align, self.align_report = tokenize_records(
                 self.data.alignment, tokenizer, d.template, d.max_length, d.truncation
             )
+        if progress:  # truncation and drops are never silent
+            self.accelerator.print(f"D_ft: {self.user_report.summary()}")
+            if self.align_report is not None:
+                self.accelerator.print(f"D_safe: {self.align_report.summary()}")
         if not self.user or (self.tc.uses_alignment and not self.align):
             raise BDSInputError(
                 f"no sample fits data.max_length={d.max_length}; raise it or check the data"
