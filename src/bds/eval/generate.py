@@ -1,0 +1,119 @@
+"""Batched greedy generation: left padding, one template, seeded, with a progress bar."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bds.data.schema import Record
+from bds.data.templates import TemplateName, render_prompt
+from bds.errors import BDSInputError
+
+
+@dataclass
+class Generation:
+    """One model answer. `hit_limit`: generation stopped at max_new_tokens, not at EOS."""
+
+    id: str
+    prompt: str  # the rendered prompt the model saw
+    output: str
+    new_tokens: int
+    hit_limit: bool
+
+
+def load_generator(model_cfg: Any, adapter: str | None = None, device: str | None = None):
+    """(model, tokenizer) for generation: the base model, with a PEFT LoRA adapter if given."""
+    from bds.models import load_model, load_tokenizer
+
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        raise BDSInputError(
+            f"eval.adapter: {adapter} is not a PEFT adapter folder (no adapter_config.json); "
+            "point it at the adapter a training run saved"
+        )
+    tokenizer = load_tokenizer(model_cfg, padding_side="left")
+    model = load_model(model_cfg)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, tokenizer
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    records: list[Record],
+    template: TemplateName,
+    max_new_tokens: int,
+    batch_size: int = 8,
+    seed: int = 42,
+    desc: str = "generating",
+) -> list[Generation]:
+    """Greedy answers to `records` (in order), rendered with `template`.
+
+    Prompts are batched longest first (less padding) with left padding, so every row's
+    answer starts at the same position; the order of the result is the order of `records`.
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig
+
+    if tokenizer.padding_side != "left":
+        raise ValueError("generation needs a left-padding tokenizer (load_tokenizer(..., 'left'))")
+    torch.manual_seed(seed)  # greedy decoding is deterministic; this covers any sampling hook
+    prompts = [render_prompt(r, template, tokenizer) for r in records]
+    # Tokenise like training does (tokenize.encode): the template text, special tokens added.
+    lengths = [len(tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    eos = _eos_ids(model, tokenizer)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=sorted(eos),
+    )
+    device = next(model.parameters()).device
+    out: list[Generation | None] = [None] * len(prompts)
+    with (
+        torch.inference_mode(),
+        tqdm(total=len(prompts), desc=desc, unit="prompt", dynamic_ncols=True) as bar,
+    ):
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = tokenizer(
+                [prompts[i] for i in idx],
+                add_special_tokens=True,
+                padding=True,
+                return_tensors="pt",
+            ).to(device)
+            seqs = model.generate(**batch, generation_config=config)
+            new = seqs[:, batch["input_ids"].shape[1] :]
+            for row, i in enumerate(idx):
+                ids = new[row].tolist()
+                # Generated length: up to and including the first EOS (the rest is padding).
+                n = next((k + 1 for k, t in enumerate(ids) if t in eos), None)
+                hit_limit = n is None
+                n = len(ids) if n is None else n
+                text = tokenizer.decode(ids[:n], skip_special_tokens=True).strip()
+                out[i] = Generation(records[i].id, prompts[i], text, n, hit_limit)
+            bar.update(len(idx))
+    return [g for g in out if g is not None]
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """End-of-answer ids: the tokenizer's EOS plus any the model's generation config adds
+    (chat models often end a turn with their own token)."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(extra, int):
+        ids.add(extra)
+    elif extra:
+        ids.update(int(x) for x in extra)
+    if not ids:
+        raise BDSInputError("the tokenizer has no EOS token; generation could not tell where answers end")
+    return ids
