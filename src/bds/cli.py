@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bds import __version__
-from bds.errors import BDSInputError
+from bds.errors import BDSInputError, FieldError
 
 app = typer.Typer(
     help="Defended fine-tuning of LLMs with the Bayesian Data Scheduler (BDS).",
@@ -107,21 +107,51 @@ def demo(
     config: Annotated[
         str | None, typer.Option(help="Run config (default: the packaged demo.yaml).")
     ] = None,
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Demo folder (resumed if present).")
+    ] = "runs/demo",
+    p: Annotated[float | None, typer.Option("--p", help="Harmful ratio of the user data.")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Size of the user data.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for data, training and generation.")
+    ] = None,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods to attack with.")
+    ] = "sft,bds",
+    fast: Annotated[
+        bool, typer.Option("--fast", help="A quick look: smaller data and eval sets.")
+    ] = False,
 ) -> None:
-    """Main job on the embedded default. For now: load the model and preview the data."""
-    from bds.config import load_config
-    from bds.models import load_model
+    """Align the embedded model, attack it with harmful fine-tuning (SFT vs BDS), evaluate, report."""
+    from rich.table import Table
 
+    from bds.config import load_config
+    from bds.demo import METHODS, DemoOptions, apply_options, run_demo
+    from bds.models import resolve_model_path
+    from bds.report.demo_report import HEADERS, table_rows
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise BDSInputError(
+            f"--methods: {', '.join(unknown) or 'none'} not in {', '.join(METHODS)}"
+        )
     cfg = load_config(config or packaged_config("demo.yaml"))
-    with console.status(f"loading {cfg.model.name} (first use converts it into the cache)"):
-        model = load_model(cfg.model)
-    n_params = sum(p.numel() for p in model.parameters())
+    resolve_model_path(cfg.model.name)  # a bad model path fails before any data loads
+    opts = DemoOptions(Path(output), chosen, p, n, seed, fast)
+    try:
+        cfg = apply_options(cfg, opts)
+    except FieldError as exc:
+        raise BDSInputError(f"--{'p' if exc.key == 'harmful_ratio' else exc.key}: {exc}") from None
+    results = run_demo(cfg, opts, log=lambda m: console.print(f"[dim]{m}[/]"))
+    table = Table(title=f"BDS demo: p={cfg.data.harmful_ratio}, N={cfg.data.n}")
+    for h in HEADERS:
+        table.add_column(h)
+    for row in table_rows(results):
+        table.add_row(*row)
+    console.print(table)
     console.print(
-        f"model {cfg.model.name}: {type(model).__name__}, {n_params / 1e6:.1f}M parameters"
-    )
-    _preview(cfg, tokens=True)
-    console.print(
-        "[yellow]Training and evaluation are not built yet: this demo stops at the data.[/]"
+        f"report: {output}/report.md, results: {output}/results.json, plots: {output}/plots/"
     )
 
 

@@ -1,0 +1,156 @@
+"""`bds demo`: BDS defending where plain fine-tuning fails, on the embedded default.
+
+Stages, each leaving files that mark it done (an interrupted demo resumes at the first
+missing one):
+  1. align   fine-tune the base model on the alignment set, merge the adapter (cached in
+             $BDS_CACHE/aligned/<key>, reused by later demos with the same settings);
+  2. attack  fine-tune the aligned model on the user data (harmful ratio p), once per
+             method: sft, bds, ...          -> OUTPUT/attack-<method>/
+  3. eval    harmful score, sentiment accuracy and over-refusal of the aligned model and
+             of each attacked one          -> OUTPUT/eval-<name>/results.json
+  4. report  OUTPUT/results.json, OUTPUT/report.md, OUTPUT/plots/*.png
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bds.assets import cache_dir
+from bds.config import RunConfig
+from bds.data.pipeline import PreparedData, prepare_data
+from bds.io import atomic_directory, to_jsonable, write_json
+
+METHODS = ("sft", "mix", "bds", "bds-no-align")
+
+
+@dataclass
+class DemoOptions:
+    output: Path
+    methods: list[str] = field(default_factory=lambda: ["sft", "bds"])
+    harmful_ratio: float | None = None
+    n: int | None = None
+    seed: int | None = None
+    fast: bool = False
+
+
+def apply_options(cfg: RunConfig, opts: DemoOptions) -> RunConfig:
+    """The run config with the command line's overrides and the --fast profile applied."""
+    cfg = copy.deepcopy(cfg)
+    if opts.harmful_ratio is not None:
+        cfg.data.harmful_ratio = opts.harmful_ratio
+    if opts.n is not None:
+        cfg.data.n = opts.n
+    if opts.seed is not None:
+        cfg.data.seed = cfg.train.seed = cfg.eval.seed = opts.seed
+    if opts.fast:  # a quick look: fewer samples, shorter answers, smaller eval sets
+        cfg.data.n = min(cfg.data.n, 60)
+        cfg.train.epochs = min(cfg.train.epochs, 2)
+        cfg.eval.harmful_score.prompts.limit = 24
+        cfg.eval.harmful_score.max_new_tokens = 48
+        cfg.eval.finetune_accuracy.data.limit = 60
+        cfg.eval.over_refusal.prompts.limit = 20
+        cfg.eval.over_refusal.max_new_tokens = 32
+    cfg.data.validate()
+    return cfg
+
+
+def run_demo(cfg: RunConfig, opts: DemoOptions, log: Any = print) -> dict[str, Any]:
+    out = opts.output
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(cfg.data)
+    aligned = align_stage(cfg, data, out, log)
+    runs = {}
+    for method in opts.methods:
+        runs[method] = attack_stage(cfg, data, aligned, method, out, log)
+    evals = {"aligned": eval_stage(cfg, aligned, None, out / "eval-aligned", log)}
+    for method, run_dir in runs.items():
+        evals[method] = eval_stage(cfg, aligned, run_dir / "adapter", out / f"eval-{method}", log)
+    from bds.report.demo_report import write_report
+
+    return write_report(cfg, opts, aligned, runs, evals, out)
+
+
+# ------------------------------------------------------------------ stages -------------
+
+
+def align_stage(cfg: RunConfig, data: PreparedData, out: Path, log: Any) -> Path:
+    """A safety-aligned model: the base fine-tuned (SFT) on D_safe, adapter merged."""
+    from bds.training.trainer import train
+
+    acfg = copy.deepcopy(cfg)
+    acfg.train.mode = "sft"
+    acfg.train.safety_agnostic = False
+    key = _digest(
+        {"model": acfg.model, "data": [r.to_dict() for r in data.alignment], "train": acfg.train}
+    )
+    target = cache_dir() / "aligned" / key
+    if (target / "config.json").is_file():
+        log(f"align: reusing {target}")
+        return target
+    log(f"align: fine-tuning {cfg.model.name} on {len(data.alignment)} alignment samples")
+    align_data = PreparedData(list(data.alignment), [], data.mix, data.sources)
+    result = train(acfg, out / "align", data=align_data)
+    from peft import PeftModel
+
+    from bds.models import load_model, load_tokenizer
+
+    base = load_model(cfg.model)
+    merged = PeftModel.from_pretrained(base, str(result.output_dir / "adapter")).merge_and_unload()
+    with atomic_directory(target) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        load_tokenizer(cfg.model).save_pretrained(tmp)
+        (tmp / "bds_alignment.json").write_text(
+            json.dumps(to_jsonable({"base": cfg.model.name, "train": acfg.train}), indent=2)
+        )
+    return target
+
+
+def attack_stage(
+    cfg: RunConfig, data: PreparedData, aligned: Path, method: str, out: Path, log: Any
+) -> Path:
+    """Fine-tune the aligned model on D_ft with one method; skipped if already done."""
+    from bds.training.trainer import train
+
+    run_dir = out / f"attack-{method}"
+    if (run_dir / "summary.json").is_file():
+        log(f"attack ({method}): done before, kept")
+        return run_dir
+    tcfg = copy.deepcopy(cfg)
+    tcfg.model.name = str(aligned)
+    tcfg.train.mode = method
+    if method not in ("bds", "bds-no-align"):
+        tcfg.train.safety_agnostic = False
+    log(f"attack ({method}): {data.mix.n_harmful} harmful + {data.mix.n_benign} benign samples")
+    train(tcfg, run_dir, data=data)
+    return run_dir
+
+
+def eval_stage(cfg: RunConfig, aligned: Path, adapter: Path | None, out: Path, log: Any) -> dict:
+    from bds.eval.runner import RESULTS_FILE, run_eval
+
+    if (out / RESULTS_FILE).is_file():
+        log(f"eval: {out.name} done before, kept")
+        return json.loads((out / RESULTS_FILE).read_text())
+    ev = copy.deepcopy(cfg.eval)
+    ev.adapter = str(adapter) if adapter else None
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.name = str(aligned)
+    log(f"eval: {out.name}")
+    return run_eval(model_cfg, ev, ev.template or cfg.data.template, out, log=log)
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(to_jsonable(obj), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+__all__ = ["METHODS", "DemoOptions", "apply_options", "run_demo", "write_json"]

@@ -1,0 +1,1 @@
+"""Reports: tables, markdown and plots of runs."""

@@ -1,0 +1,168 @@
+"""The demo's report: results.json (full protocol), report.md, and plots."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from bds.io import to_jsonable, write_json
+
+PLOTS = ("weights_by_source.png", "weight_trajectories.png", "scores.png")
+
+
+def method_row(evaluation: dict[str, Any], summary: dict[str, Any] | None) -> dict[str, Any]:
+    """HS (every judge), FA, over-refusal, and for BDS the weights' AUROC and means."""
+    scores = evaluation["scores"]
+    row: dict[str, Any] = {
+        "harmful_score": scores.get("harmful_score"),
+        "finetune_accuracy": scores.get("finetune_accuracy"),
+        "over_refusal": scores.get("over_refusal"),
+        "headline": evaluation["headline"],
+    }
+    if summary is not None:
+        row["train_steps"] = summary["steps"]
+        row["train_seconds"] = summary["wall_seconds"]
+        if "weights" in summary:
+            row["weights_auroc_benign_vs_harmful"] = summary["weights"]["auroc_benign_vs_harmful"]
+            row["mean_weight"] = summary["weights"]["mean_weight"]
+    return row
+
+
+def write_report(
+    cfg, opts, aligned: Path, runs: dict[str, Path], evals: dict[str, dict], out: Path
+) -> dict:
+    import json
+
+    summaries = {m: json.loads((d / "summary.json").read_text()) for m, d in runs.items()}
+    methods = {"aligned": method_row(evals["aligned"], None)}
+    for m in runs:
+        methods[m] = method_row(evals[m], summaries[m])
+    first = next(iter(evals.values()))
+    results = {
+        "format": "bds-demo-results/1",
+        "methods": methods,
+        "protocol": {
+            "config": cfg,
+            "aligned_model": str(aligned),
+            "methods": list(runs),
+            "fast": opts.fast,
+            "finetune_counts": next(iter(summaries.values()))["counts"] if summaries else None,
+            "eval": first["protocol"],
+        },
+    }
+    write_json(out / "results.json", to_jsonable(results))
+    plots = _plots(runs, methods, out / "plots")
+    (out / "report.md").write_text(_markdown(results, plots), encoding="utf-8")
+    return results
+
+
+def table_rows(results: dict[str, Any]) -> list[list[str]]:
+    """Rows for the terminal and markdown tables: method, HS, FA, over-refusal, AUROC."""
+    rows = []
+    for name, row in results["methods"].items():
+        head = row["headline"]
+        auroc = row.get("weights_auroc_benign_vs_harmful")
+        rows.append(
+            [
+                name,
+                _fmt(head.get("harmful_score", {}).get("value")),
+                _fmt(head.get("finetune_accuracy", {}).get("value")),
+                _fmt(head.get("over_refusal", {}).get("value")),
+                "-" if auroc is None else f"{auroc:.3f}",
+            ]
+        )
+    return rows
+
+
+HEADERS = ["method", "HS (%)", "FA (%)", "over-refusal (%)", "weights AUROC"]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _markdown(results: dict[str, Any], plots: list[str]) -> str:
+    proto = results["protocol"]
+    cfg = proto["config"]
+    data = cfg.data
+    lines = [
+        "# BDS demo report",
+        "",
+        f"Model: aligned `{cfg.model.name}` (cached at `{proto['aligned_model']}`). "
+        f"User data: N={data.n}, harmful ratio p={data.harmful_ratio} ({data.mix}), "
+        f"template {data.template}, max_length {data.max_length}, seed {data.seed}.",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "| " + " | ".join("---" for _ in HEADERS) + " |",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(results)]
+    ev = proto["eval"]
+    hs = ev["metrics"].get("harmful_score", {})
+    lines += [
+        "",
+        f"HS: {hs.get('prompt_count')} AdvBench prompts held out from training, "
+        f"greedy, max_new_tokens {hs.get('max_new_tokens')}, judged by "
+        f"{', '.join(j['name'] for j in ev['judge_configs'])} (first is the headline).",
+        "",
+    ]
+    lines += [f"![{p}](plots/{p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(runs: dict[str, Path], methods: dict[str, Any], folder: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    weighted = {m: d / "weights.csv" for m, d in runs.items() if (d / "weights.csv").is_file()}
+    if weighted:
+        method, path = next(iter(weighted.items()))
+        rows = list(csv.DictReader(path.open()))
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for source, colour in (("benign", "tab:blue"), ("harmful", "tab:red")):
+            ws = [float(r["weight"]) for r in rows if r["source"] == source]
+            if ws:
+                ax.hist(ws, bins=30, alpha=0.6, color=colour, label=f"{source} ({len(ws)})")
+        ax.set_xlabel(f"final weight ({method})")
+        ax.set_ylabel("samples")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(folder / PLOTS[0], dpi=120)
+        plt.close(fig)
+        made.append(PLOTS[0])
+
+        steps = sorted(int(k.split("_")[-1]) for k in rows[0] if k.startswith("w@step_"))
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for r in rows:
+            colour = "tab:red" if r["source"] == "harmful" else "tab:blue"
+            ax.plot(
+                steps, [float(r[f"w@step_{s}"]) for s in steps], color=colour, alpha=0.25, lw=0.8
+            )
+        ax.set_xlabel("step")
+        ax.set_ylabel("weight")
+        ax.set_title("weight of every sample over training (red: harmful, blue: benign)")
+        fig.tight_layout()
+        fig.savefig(folder / PLOTS[1], dpi=120)
+        plt.close(fig)
+        made.append(PLOTS[1])
+
+    names = list(methods)
+    hs = [methods[m]["headline"].get("harmful_score", {}).get("value") or 0 for m in names]
+    fa = [methods[m]["headline"].get("finetune_accuracy", {}).get("value") or 0 for m in names]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], hs, width=0.4, color="tab:red", label="harmful score")
+    ax.bar([i + 0.2 for i in x], fa, width=0.4, color="tab:green", label="fine-tune accuracy")
+    ax.set_xticks(list(x), names)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / PLOTS[2], dpi=120)
+    plt.close(fig)
+    made.append(PLOTS[2])
+    return made

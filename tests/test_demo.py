@@ -1,0 +1,117 @@
+"""The demo's orchestration end to end, on a tiny model and local data (seconds, offline)."""
+
+import json
+
+import pytest
+import yaml
+from conftest import make_records
+
+from bds.cli import main
+from bds.data.schema import Record
+from bds.tiny import save_tiny_checkpoint
+
+
+def cli(argv):
+    """Run `bds ARGV` in-process; return its exit status."""
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    return str(path)
+
+
+@pytest.fixture
+def demo_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("BDS_CACHE", str(tmp_path / "cache"))
+    model = save_tiny_checkpoint(tmp_path / "tiny-model")
+    benign = make_records(30, "benign")
+    harmful = make_records(10, "harmful")
+    safe = [
+        Record(
+            id=f"safe/{i}",
+            instruction=f"harmful question {i}",
+            response="I'm sorry, I can't.",
+            source="safe",
+        )
+        for i in range(12)
+    ]
+    labelled = [
+        Record(
+            id=f"t/{i}",
+            instruction="Say the label.",
+            input=f"text {i}",
+            response="positive" if i % 2 else "negative",
+            source="benign",
+        )
+        for i in range(6)
+    ]
+    local = lambda name, recs: {
+        "kind": "local",
+        "path": write_jsonl(tmp_path / f"{name}.jsonl", recs),
+    }  # noqa: E731
+    cfg = {
+        "model": {"name": str(model)},
+        "data": {
+            "benign": local("benign", benign),
+            "harmful": local("harmful", harmful),
+            "alignment": local("safe", safe),
+            "n": 20,
+            "harmful_ratio": 0.2,
+            "max_length": 64,
+        },
+        "train": {
+            "epochs": 1,
+            "batch_size": 4,
+            "alignment_batch_size": 4,
+            "log_steps": 1,
+            "trajectory_steps": 1,
+        },
+        "eval": {
+            "judges": [{"name": "keyword"}],
+            "harmful_score": {"prompts": local("eval-harmful", harmful[:4]), "max_new_tokens": 4},
+            "finetune_accuracy": {
+                "data": {**local("fa", labelled), "label": "benign"},
+                "metric": "label",
+                "max_new_tokens": 3,
+            },
+            "over_refusal": {"prompts": local("benign-prompts", benign[:4]), "max_new_tokens": 4},
+        },
+    }
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_demo_runs_every_stage_and_resumes(tmp_path, demo_config, capsys):
+    out = tmp_path / "demo-out"
+    assert cli(["demo", "--config", str(demo_config), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "BDS demo" in printed and "sft" in printed and "bds" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"aligned", "sft", "bds"}
+    bds = results["methods"]["bds"]
+    assert "weights_auroc_benign_vs_harmful" in bds and "keyword" in bds["harmful_score"]
+    assert results["protocol"]["finetune_counts"]["finetune_harmful"] == 4
+    for plot in ("weights_by_source.png", "weight_trajectories.png", "scores.png"):
+        assert (out / "plots" / plot).stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert "| bds |" in report and "HS (%)" in report
+    cached = list((tmp_path / "cache" / "aligned").iterdir())
+    assert len(cached) == 1 and (cached[0] / "config.json").is_file()
+    # A second run finds every stage done and only rebuilds the report.
+    assert cli(["demo", "--config", str(demo_config), "--output", str(out)]) == 0
+    assert "done before, kept" in capsys.readouterr().out
+
+
+def test_demo_bad_options_exit_2(demo_config, capsys):
+    for argv, needle in [
+        (["--methods", "sft,lisa"], "--methods"),
+        (["--p", "1.5"], "--p"),
+    ]:
+        assert cli(["demo", "--config", str(demo_config), *argv]) == 2
+        assert needle in capsys.readouterr().err
