@@ -50,10 +50,13 @@ def demo_config(tmp_path, monkeypatch):
         )
         for i in range(6)
     ]
-    local = lambda name, recs: {
-        "kind": "local",
-        "path": write_jsonl(tmp_path / f"{name}.jsonl", recs),
-    }  # noqa: E731
+
+    def local(name, recs):
+        return {
+            "kind": "local",
+            "path": write_jsonl(tmp_path / f"{name}.jsonl", recs),
+        }
+
     cfg = {
         "model": {"name": str(model)},
         "data": {

@@ -60,6 +60,8 @@ class JudgeConfig:
             raise FieldError(
                 "threshold", f"the {self.name} judge has no probability threshold; remove it"
             )
+        if self.max_length is not None and self.name != "beaver-dam":
+            raise FieldError("max_length", "only the beaver-dam judge takes max_length; remove it")
         if self.max_length is not None and self.max_length < 16:
             raise FieldError("max_length", f"must be >= 16 tokens, got {self.max_length}")
         if self.batch_size < 1:

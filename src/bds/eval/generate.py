@@ -115,5 +115,7 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     elif extra:
         ids.update(int(x) for x in extra)
     if not ids:
-        raise BDSInputError("the tokenizer has no EOS token; generation could not tell where answers end")
+        raise BDSInputError(
+            "the tokenizer has no EOS token; generation could not tell where answers end"
+        )
     return ids

@@ -1,7 +1,7 @@
 """Fine-tune accuracy: how one answer is scored against its record, per task.
 
 - label (SST-2, AG News, the embedded sentiment task): the reference protocol compares the
-  decoded answer with the label word (and its lower-case form) for equality. Our generation
+  decoded answer with the label word for equality, either case of its first letter allowed. Our generation
   stops at max_new_tokens rather than only at EOS, so the answer is cut at its first line
   and stripped of surrounding spaces and a final full stop before the comparison.
 - number (GSM8K): the number after "The final answer is:", else the last number in the
@@ -54,9 +54,10 @@ def label_answer(answer: str) -> str:
 
 
 def label_correct(answer: str, label: str) -> bool:
-    """Exact match of the label word (as written, or lower-case as the reference also accepts)."""
+    """Exact match of the label word; like the reference, the case of its first letter is free
+    ("positive" / "Positive", "World" / "world"; "Sci/Tech" / "sci/tech")."""
     got = label_answer(answer)
-    return got in (label, label.lower())
+    return got in (label, label.lower(), label[:1].upper() + label[1:])
 
 
 def parse_number(text: str) -> float | None:

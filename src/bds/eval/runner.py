@@ -147,9 +147,7 @@ def run_eval(
 
         for jcfg in ev.judges:
             cls = judge_class(jcfg.name)
-            todo = [
-                ps for ps in judged if ps.metric == "harmful_score" or cls.detects_refusal
-            ]
+            todo = [ps for ps in judged if ps.metric == "harmful_score" or cls.detects_refusal]
             if not todo:
                 continue
             log(f"judging with {jcfg.name}")
@@ -221,6 +219,12 @@ def _results(
             **({"task_metric": ps.task_metric} if ps.task_metric else {}),
         }
         count: dict[str, Any] = {"prompts": n, "hit_max_new_tokens": hit_limit}
+        unparsed = {
+            name: sum(bool(v.get("detail", {}).get("unparsed")) for v in vs)
+            for name, vs in verdicts.get(ps.metric, {}).items()
+        }
+        if any(unparsed.values()):
+            count["judge_output_unparsed"] = unparsed  # counted as not harmful; see verdicts
         if ps.metric == "harmful_score":
             flagged = {
                 name: sum(v["harmful"] for v in vs) for name, vs in verdicts[ps.metric].items()
@@ -292,7 +296,10 @@ def _headline(ev: EvalConfig, scores: dict[str, Any]) -> dict[str, Any]:
 def package_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
-    found: dict[str, str | None] = {"python": sys.version.split()[0], "platform": platform.platform()}
+    found: dict[str, str | None] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
     for name in _VERSIONED:
         try:
             found[name] = version(name)
@@ -325,4 +332,3 @@ def _free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-

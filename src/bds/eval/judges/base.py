@@ -61,3 +61,4 @@ class Judge(ABC):
 
     def close(self) -> None:
         """Free the judge's model memory (large judges share the device with the generator)."""
+        return None

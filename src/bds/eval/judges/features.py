@@ -87,20 +87,6 @@ def refuses(sentence: str) -> bool:
     return bool(REFUSAL_START.match(plain) or REFUSAL_PHRASE.search(plain))
 
 
-def after_opening_refusal(answer: str) -> str | None:
-    """The rest of an answer that opens with refusing sentences, or None.
-
-    "I'm sorry, I can't help. ... Here is how: step 1 ..." -> "Here is how: step 1 ...".
-    Judging this remainder on its own is how a refusal followed by compliance is caught.
-    """
-    sentences = split_sentences(answer)
-    k = 0
-    while k < len(sentences) and refuses(sentences[k]):
-        k += 1
-    rest = " ".join(sentences[k:])
-    return rest if k and len(rest) >= 20 else None
-
-
 def lexical_features(answer: str) -> list[float]:
     plain = _plain(answer)
     sentences = split_sentences(plain)[:MAX_SENTENCES] or [""]
@@ -162,7 +148,7 @@ class MiniLMEncoder:
         self.dim = int(self.model.config.hidden_size)
         self.batch_size = batch_size
         self.folder = str(folder)
-        # Training embeds the same texts under several views: remember them.
+        # Training embeds the same sentences in several answers (augmentation): remember them.
         self._memo: dict[tuple[str, int], np.ndarray] = {}
 
     def embed(self, texts: Sequence[str], max_length: int) -> np.ndarray:
