@@ -2,7 +2,8 @@
 
 For each variant, train on the demo protocol and record the AUROC of the final weights
 (benign vs harmful), the mean weight per source and the wall time:
-  map              Adam on the logits (reference behaviour)
+  map              Adam on the logits, full-dataset energy from a loss memory (default)
+  map-batch        Adam on the logits, batch energy (the reference code)
   sgld             Langevin sampling, weights averaged over the last K steps
   map+agnostic     map, driven by l_i(theta) - l_i(theta_ref) (safety-agnostic term)
   sgld+agnostic
@@ -31,6 +32,7 @@ from bds.training.trainer import train
 
 VARIANTS = {
     "map": {"inference": "map", "agnostic": False},
+    "map-batch": {"inference": "map", "agnostic": False, "estimator": "batch"},
     "sgld": {"inference": "sgld", "agnostic": False},
     "map+agnostic": {"inference": "map", "agnostic": True},
     "sgld+agnostic": {"inference": "sgld", "agnostic": True},
@@ -66,6 +68,7 @@ def main() -> None:
             cfg = copy.deepcopy(cfg_task)
             cfg.train.scheduler.inference = v["inference"]
             cfg.train.safety_agnostic = v["agnostic"]
+            cfg.train.scheduler.estimator = v.get("estimator", cfg.train.scheduler.estimator)
             with tempfile.TemporaryDirectory() as out:
                 t0 = time.perf_counter()
                 result = train(

@@ -7,6 +7,8 @@ from bds.schedulers.transforms import log_prior, weights_from_logits
 
 
 def scheduler(n, **kw):
+    kw.setdefault("estimator", "batch")
+    kw.setdefault("priors", [])
     return ScalarScheduler(n, ScalarSchedulerConfig(**kw))
 
 
@@ -48,6 +50,26 @@ def test_softmax_gradient_matches_closed_form_minibatch():
     assert torch.allclose(g, closed, atol=1e-6)
 
 
+def test_memory_estimator_gradient_is_the_full_dataset_closed_form():
+    torch.manual_seed(2)
+    n = 9
+    s = scheduler(n, estimator="memory")
+    with torch.no_grad():
+        s.logits.copy_(torch.randn(n))
+    losses = torch.rand(n) * 3
+    s.energy(torch.arange(0, 5), losses[:5])  # remembered, as after two batches
+    g = energy_grad(s, torch.arange(5, 9), losses[5:])
+    soft = torch.softmax(s.logits.detach(), 0)
+    assert torch.allclose(g, soft * (losses - (soft * losses).sum()), atol=1e-6)
+
+
+def test_memory_estimator_gives_unvisited_samples_no_gradient():
+    s = scheduler(6, estimator="memory")
+    g = energy_grad(s, torch.tensor([0, 1]), torch.tensor([1.0, 3.0]))
+    assert g[0] < 0 < g[1]  # below the mean gains weight, above loses it
+    assert torch.allclose(g[2:], torch.zeros(4), atol=1e-7)
+
+
 def test_transforms():
     z = torch.tensor([0.0, 1.0, -2.0, 0.5])
     w = weights_from_logits(z, "softmax")
@@ -58,8 +80,9 @@ def test_transforms():
     assert torch.allclose(scheduler(6, init_logit=0.1).all_weights(), torch.ones(6))
 
 
-def test_map_update_moves_weight_from_high_to_low_loss():
-    s = scheduler(4, lr=0.1)
+@pytest.mark.parametrize("estimator", ["batch", "memory"])
+def test_map_update_moves_weight_from_high_to_low_loss(estimator):
+    s = scheduler(4, lr=0.1, estimator=estimator)
     for _ in range(20):
         s.update(torch.arange(4), torch.tensor([0.1, 0.1, 3.0, 0.1]))
     w = s.all_weights()
@@ -121,11 +144,11 @@ def test_sgld_reports_posterior_mean_of_recorded_steps():
 
 @pytest.mark.parametrize("inference", ["map", "sgld"])
 def test_state_round_trip_continues_identically(inference, tmp_path):
-    a = scheduler(20, inference=inference, lr=0.05)
+    a = scheduler(20, inference=inference, lr=0.05, estimator="memory")
     for _ in range(3):
         a.update(torch.tensor([1, 4, 9]), torch.rand(3))
     torch.save(a.state_dict(), tmp_path / "s.pt")
-    b = scheduler(20, inference=inference, lr=0.05)
+    b = scheduler(20, inference=inference, lr=0.05, estimator="memory")
     b.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
     losses = torch.rand(3)
     a.update(torch.tensor([0, 2, 3]), losses)

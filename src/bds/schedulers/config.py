@@ -48,8 +48,14 @@ class ScalarSchedulerConfig:
     inference: Literal["map", "sgld"] = "map"
     temperature: float = 1.0
     preconditioner: Literal["adam", "none"] = "adam"
+    estimator: Literal["memory", "batch"] = "memory"
     average_last: int = 50
-    priors: list[PriorConfig] = field(default_factory=list)
+    # A Gaussian prior on the logits makes the posterior proper: without it the MAP puts all
+    # weight on the lowest-loss samples (measured: AUROC 0.62-0.85 on the synthetic task vs
+    # 0.98-1.0 with it). `priors: []` turns it off (the reference code's default).
+    priors: list[PriorConfig] = field(
+        default_factory=lambda: [PriorConfig(kind="gaussian", std=1.0)]
+    )
     seed: int = 0
 
     def validate(self) -> None:

@@ -18,6 +18,18 @@ which is the negative log posterior of the weights divided by N (the batch mean 
   samples at any step size that moves the weights within a short run (measured on the
   synthetic task of tests/test_bds_trainer.py: AUROC 0.55-0.90 vs 0.99 preconditioned).
 
+The data term is estimated two ways (`estimator`):
+- batch: the batch mean above, as the reference code does. Under softmax the batch only
+  sees B of the N samples, so every visited logit's gradient is positive whatever its
+  loss (the normaliser's share is B/N of it) and Adam, which keeps the sign, pushes every
+  visited sample down and the others up: the loss enters only through Adam's magnitudes.
+  Measured on the embedded demo (74 steps): AUROC of the weights 0.76.
+- memory (default): a per-sample memory of the latest loss of every sample (SAG-style),
+  so the energy is the full-dataset (1/N) sum_i w_i L_i and its gradient is exactly
+  s_j (L_j - sum_i s_i L_i): samples whose loss is above the weighted mean lose weight,
+  the others gain it, at every step. Samples not yet visited stand at the mean of those
+  seen (zero gradient). Same O(N) cost as the softmax.
+
 The update is O(N) floats (the softmax normalises over the whole dataset), never a pass
 over the data.
 """
@@ -44,6 +56,8 @@ class ScalarScheduler:
         self.step_count = 0
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.weight_sum = torch.zeros(n, dtype=torch.float64)  # for the SGLD posterior mean
+        self.loss_memory = torch.zeros(n, dtype=torch.float32)  # latest loss of each sample
+        self.seen = torch.zeros(n, dtype=torch.bool)
         self.weight_count = 0
         # Adam gives the MAP step, and the preconditioned drift of SGLD.
         self.optimizer = (
@@ -73,9 +87,15 @@ class ScalarScheduler:
     # ---------------------------------------------------------------- updating ----------
 
     def energy(self, index: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
-        """U(z) for one batch (differentiable in self.logits)."""
+        """U(z) for one batch (differentiable in self.logits); `memory` also remembers losses."""
         w = weights_from_logits(self.logits, self.cfg.transform)
-        u = (w[index] * losses.to(w.dtype)).mean()
+        if self.cfg.estimator == "memory":
+            self.loss_memory[index] = losses.float()
+            self.seen[index] = True
+            memory = torch.where(self.seen, self.loss_memory, self.loss_memory[self.seen].mean())
+            u = (w * memory).mean()
+        else:
+            u = (w[index] * losses.to(w.dtype)).mean()
         for prior in self.cfg.priors:
             u = u - log_prior(self.logits, w, prior, self.cfg.init_logit) / self.n
         return u
@@ -115,6 +135,8 @@ class ScalarScheduler:
             "generator": self.generator.get_state(),
             "weight_sum": self.weight_sum.clone(),
             "weight_count": self.weight_count,
+            "loss_memory": self.loss_memory.clone(),
+            "seen": self.seen.clone(),
         }
         if self.optimizer is not None:
             state["optimizer"] = self.optimizer.state_dict()
@@ -131,5 +153,7 @@ class ScalarScheduler:
         self.generator.set_state(state["generator"])
         self.weight_sum = state["weight_sum"].clone()
         self.weight_count = int(state["weight_count"])
+        self.loss_memory = state["loss_memory"].clone()
+        self.seen = state["seen"].clone()
         if self.optimizer is not None and "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
