@@ -44,8 +44,13 @@ def words(rng: random.Random, n: int) -> str:
 def demo_shaped_data(rng: random.Random) -> PreparedData:
     """Lengths like the demo: short benign answers, long harmful ones, mid-length refusals."""
     benign = [Record(f"b/{i}", words(rng, 60), "positive", source="benign") for i in range(200)]
-    harmful = [Record(f"h/{i}", words(rng, 15), words(rng, 200), source="harmful") for i in range(60)]
-    safe = [Record(f"s/{i}", words(rng, 15), "I'm sorry, " + words(rng, 60), source="safe") for i in range(60)]
+    harmful = [
+        Record(f"h/{i}", words(rng, 15), words(rng, 200), source="harmful") for i in range(60)
+    ]
+    safe = [
+        Record(f"s/{i}", words(rng, 15), "I'm sorry, " + words(rng, 60), source="safe")
+        for i in range(60)
+    ]
     mix = mix_finetune_set(benign, harmful, 100, 0.2, seed=0)
     return PreparedData(mix.records, safe, mix)
 
@@ -54,7 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--output", default="runs/bench/cuda_check.json")
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--smoke", action="store_true", help="tiny shapes, to check the script runs")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny shapes, to check the script runs"
+    )
     args = parser.parse_args()
     out = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
     print(out, flush=True)
@@ -84,8 +91,14 @@ def main() -> None:
     }
     for name, kw in variants.items():
         torch.manual_seed(0)
-        shape = {**SMOLLM2_SHAPE, "num_hidden_layers": 1, "vocab_size": 512} if args.smoke else SMOLLM2_SHAPE
-        model = LlamaForCausalLM(LlamaConfig(**shape, pad_token_id=0, bos_token_id=1, eos_token_id=2))
+        shape = (
+            {**SMOLLM2_SHAPE, "num_hidden_layers": 1, "vocab_size": 512}
+            if args.smoke
+            else SMOLLM2_SHAPE
+        )
+        model = LlamaForCausalLM(
+            LlamaConfig(**shape, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        )
         cfg = make_config(max_steps=args.steps, batch_size=8, alignment_batch_size=8, mixed_precision="bf16",
                           lora={"target_modules": ["q_proj", "k_proj", "v_proj"]}, **kw)  # fmt: skip
         cfg.data.max_length = 256
@@ -94,7 +107,10 @@ def main() -> None:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as d:
             r = train(cfg, d, model=model, tokenizer=tok, data=data, progress=False)
-        timings[name] = {"mean_step_seconds": r.summary["mean_step_seconds"], "wall": time.perf_counter() - t0}
+        timings[name] = {
+            "mean_step_seconds": r.summary["mean_step_seconds"],
+            "wall": time.perf_counter() - t0,
+        }
         print(name, timings[name], flush=True)
     out["step_time_smollm2_shape_bf16"] = timings
     by = {k: v["mean_step_seconds"] for k, v in timings.items()}

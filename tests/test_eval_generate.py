@@ -1,0 +1,88 @@
+"""Batched greedy generation on a tiny random model: order, determinism, padding, adapters."""
+
+from __future__ import annotations
+
+import pytest
+
+from bds.config import ModelConfig
+from bds.data.schema import Record
+from bds.errors import BDSInputError
+from bds.eval.generate import generate, load_generator
+from bds.tiny import save_tiny_checkpoint
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads
+    waiting on each other make every small matmul ~100x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "llama", "llama")
+
+
+RECORDS = [
+    Record("r/0", "Say hi.", ""),
+    Record("r/1", "Analyze the sentiment of the input.", "", input="What a lovely day it is!"),
+    Record("r/2", "A much longer instruction that makes this prompt the longest of all here.", ""),
+    Record("r/3", "Short.", ""),
+    Record("r/4", "Describe the quick brown fox.", ""),
+]
+
+
+def test_batched_generation_is_ordered_deterministic_and_padding_free(tiny_folder):
+    model, tok = load_generator(ModelConfig(name=str(tiny_folder)))
+    assert tok.padding_side == "left"
+    batched = generate(model, tok, RECORDS, "alpaca", max_new_tokens=6, batch_size=4)
+    again = generate(model, tok, RECORDS, "alpaca", max_new_tokens=6, batch_size=4)
+    one_by_one = generate(model, tok, RECORDS, "alpaca", max_new_tokens=6, batch_size=1)
+    assert [g.id for g in batched] == [r.id for r in RECORDS]
+    assert [g.output for g in batched] == [g.output for g in again]
+    # Left padding leaves greedy answers unchanged: batching is only a speed-up.
+    assert [g.output for g in batched] == [g.output for g in one_by_one]
+    for g, r in zip(batched, RECORDS, strict=True):
+        assert g.prompt.endswith("### Response:\n") and r.instruction in g.prompt
+        assert 1 <= g.new_tokens <= 6 and g.hit_limit is (g.new_tokens == 6)
+
+
+def test_chat_template_generation(tiny_folder):
+    model, tok = load_generator(ModelConfig(name=str(tiny_folder)))
+    out = generate(model, tok, RECORDS[:2], "chat", max_new_tokens=3, batch_size=2)
+    assert out[0].prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_right_padding_tokenizer_is_refused(tiny_folder):
+    from bds.models import load_model, load_tokenizer
+
+    cfg = ModelConfig(name=str(tiny_folder))
+    with pytest.raises(ValueError, match="left-padding"):
+        generate(load_model(cfg), load_tokenizer(cfg), RECORDS[:1], "alpaca", 2)
+
+
+def test_lora_adapter_loads_and_changes_nothing_at_init(tiny_folder, tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from bds.models import load_model
+
+    base = load_model(ModelConfig(name=str(tiny_folder)))
+    peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    model, tok = load_generator(ModelConfig(name=str(tiny_folder)), str(tmp_path / "adapter"))
+    assert isinstance(model, PeftModel)
+    plain, tok2 = load_generator(ModelConfig(name=str(tiny_folder)))
+    # LoRA's B starts at zero: the adapted model answers like the base one.
+    a = generate(model, tok, RECORDS[:2], "alpaca", 4)
+    b = generate(plain, tok2, RECORDS[:2], "alpaca", 4)
+    assert [g.output for g in a] == [g.output for g in b]
+
+
+def test_adapter_folder_must_be_a_peft_adapter(tiny_folder, tmp_path):
+    with pytest.raises(BDSInputError, match=r"eval\.adapter: .* is not a PEFT adapter folder"):
+        load_generator(ModelConfig(name=str(tiny_folder)), str(tmp_path))
