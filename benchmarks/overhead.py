@@ -114,7 +114,7 @@ def main() -> None:
                 "bds-agnostic",
             )
         )
-        for n in (int(x) for x in args.sizes.split(",")):
+        for n in (int(x) for x in args.sizes.split(",") if x):
             rows.append(
                 time_variant(
                     variant(cfg, args.steps, mode="bds"),
