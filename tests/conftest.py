@@ -29,3 +29,15 @@ def tiny_tokenizer():
     from bds.tiny import build_tiny_tokenizer
 
     return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads
+    waiting on each other make every small matmul ~100x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,17 +10,7 @@ from bds.errors import BDSInputError
 from bds.eval.generate import generate, load_generator
 from bds.tiny import save_tiny_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads
-    waiting on each other make every small matmul ~100x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,9 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 def write_json(path: Path, data: Any) -> None:
     """Atomic JSON write (dataclasses and paths converted)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(data), indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(
+        json.dumps(to_jsonable(data), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     os.replace(tmp, path)
 
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +21,7 @@ from bds.data.schema import LoadedSource, Record
 from bds.errors import BDSInputError
 from bds.eval.config import EvalConfig
 from bds.eval.metrics import alpaca_eval_rows, infer_metric, score_answer
+from bds.io import write_json
 
 if TYPE_CHECKING:
     from bds.config import ModelConfig, SourceConfig
@@ -169,8 +167,8 @@ def run_eval(
             rows = alpaca_eval_rows(
                 ps.records, [g.output for g in ps.generations], _generator_name(model_cfg, ev)
             )
-            write_json_atomic(output_dir / ALPACA_EVAL_FILE, rows)
-    write_json_atomic(output_dir / RESULTS_FILE, results)
+            write_json(output_dir / ALPACA_EVAL_FILE, rows)
+    write_json(output_dir / RESULTS_FILE, results)
     return results
 
 
@@ -311,19 +309,6 @@ def package_versions() -> dict[str, str | None]:
 def _generator_name(model_cfg: ModelConfig, ev: EvalConfig) -> str:
     name = model_cfg.name.rstrip("/").split("/")[-1].replace("embedded:", "")
     return f"{name}+{Path(ev.adapter).name}" if ev.adapter else name
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temporary sibling and a rename: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _free_memory() -> None:

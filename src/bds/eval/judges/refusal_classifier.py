@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +40,7 @@ from bds.eval.judges.features import (
     feature_layout,
     pair_features,
 )
+from bds.io import atomic_directory
 
 if TYPE_CHECKING:
     from bds.eval.config import JudgeConfig
@@ -78,9 +76,7 @@ class RefusalClassifier:
         """Write weights + report into `folder` atomically (temporary sibling, then rename)."""
         from safetensors.numpy import save_file
 
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        try:
+        with atomic_directory(folder) as tmp:
             save_file(
                 {
                     "coef": self.coef.astype(np.float32),
@@ -89,12 +85,6 @@ class RefusalClassifier:
                 str(tmp / WEIGHTS_FILE),
             )
             (tmp / REPORT_FILE).write_text(json.dumps(self.report, indent=2) + "\n")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def load(cls, folder: Path) -> RefusalClassifier | None:
