@@ -118,3 +118,19 @@ def test_demo_bad_options_exit_2(demo_config, capsys):
     ]:
         assert cli(["demo", "--config", str(demo_config), *argv]) == 2
         assert needle in capsys.readouterr().err
+
+
+def test_bds_train_command_writes_the_run_outputs(tmp_path, demo_config, capsys):
+    out = tmp_path / "train-out"
+    assert cli(["train", "--config", str(demo_config), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mean weight per source" in printed and "AUROC" in printed
+    for name in (
+        "adapter/adapter_model.safetensors",
+        "weights.csv",
+        "train_log.jsonl",
+        "summary.json",
+    ):
+        assert (out / name).is_file(), name
+    assert cli(["train", "--config", str(demo_config), "--output", str(out), "--mode", "lisa"]) == 2
+    assert "--mode" in capsys.readouterr().err
