@@ -103,12 +103,42 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, demo_config, capsys):
     for plot in ("weights_by_source.png", "weight_trajectories.png", "scores.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
     report = (out / "report.md").read_text()
-    assert "| bds |" in report and "HS (%)" in report
+    assert "| bds |" in report and "HS (%)" in report and "Wall time" in report
+    stages = results["stage_seconds"]
+    assert set(stages) == {
+        "align",
+        "attack-sft",
+        "attack-bds",
+        "eval-aligned",
+        "eval-sft",
+        "eval-bds",
+    }
+    assert results["total_seconds"] == pytest.approx(sum(stages.values()), abs=0.2)
     cached = list((tmp_path / "cache" / "aligned").iterdir())
     assert len(cached) == 1 and (cached[0] / "config.json").is_file()
     # A second run finds every stage done and only rebuilds the report.
     assert cli(["demo", "--config", str(demo_config), "--output", str(out)]) == 0
     assert "done before, kept" in capsys.readouterr().out
+    again = json.loads((out / "results.json").read_text())
+    assert again["stage_seconds"] == stages  # the first run's times, not the resumed one's
+
+
+def test_demo_with_the_neural_scheduler(tmp_path, demo_config, capsys):
+    from bds.tiny import save_tiny_encoder
+
+    cfg = yaml.safe_load(demo_config.read_text())
+    encoder = save_tiny_encoder(tmp_path / "tiny-encoder")
+    cfg["train"]["scheduler"] = {"neural": {"encoder": str(encoder)}}
+    demo_config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "demo-neural"
+    argv = ["demo", "--config", str(demo_config), "--output", str(out), "--methods", "bds-neural"]
+    assert cli(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"aligned", "bds-neural"}
+    assert "weights_auroc_benign_vs_harmful" in results["methods"]["bds-neural"]
+    summary = json.loads((out / "attack-bds-neural" / "summary.json").read_text())
+    assert summary["config"]["train"]["scheduler"]["kind"] == "neural"
+    assert (out / "attack-bds-neural" / "scheduler" / "scheduler.json").is_file()
 
 
 def test_demo_bad_options_exit_2(demo_config, capsys):

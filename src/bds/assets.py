@@ -64,6 +64,21 @@ def encoder_dir() -> Path:
     return package_dir(ENCODER_PACKAGE) / "model"
 
 
+EMBEDDED_ENCODERS = ("all-minilm-l6-v2",)
+
+
+def resolve_encoder_path(name: str) -> str:
+    """`embedded:all-minilm-l6-v2` -> the shipped folder; anything else is a path or hub name."""
+    if name.startswith(EMBEDDED_PREFIX):
+        short = name[len(EMBEDDED_PREFIX) :]
+        if short not in EMBEDDED_ENCODERS:
+            raise BDSInputError(
+                f"unknown embedded encoder {short!r}; choose one of {', '.join(EMBEDDED_ENCODERS)}"
+            )
+        return str(encoder_dir())
+    return name
+
+
 def _convert_gguf(spec: EmbeddedModel, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM

@@ -150,9 +150,62 @@ def demo(
     for row in table_rows(results):
         table.add_row(*row)
     console.print(table)
+    if results.get("total_seconds"):
+        console.print(f"wall time: {results['total_seconds'] / 60:.1f} min")
     console.print(
         f"report: {output}/report.md, results: {output}/results.json, plots: {output}/plots/"
     )
+
+
+@app.command()
+def audit(
+    data: Annotated[
+        list[str],
+        typer.Argument(
+            help="[LABEL=]SOURCE, repeatable: embedded:NAME, hub:NAME or a JSON/JSONL/CSV/"
+            "Parquet file; LABEL (benign, harmful, ...) enables the AUROC."
+        ),
+    ],
+    scheduler: Annotated[
+        str,
+        typer.Option("--scheduler", "-s", help="A saved neural scheduler (a run's scheduler/)."),
+    ],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Folder for weights.csv, audit.json.")
+    ] = "runs/audit",
+    threshold: Annotated[
+        float, typer.Option(help="Count samples whose weight is below this.")
+    ] = 0.5,
+    show: Annotated[int, typer.Option(help="How many lowest-weight samples to list.")] = 10,
+    limit: Annotated[
+        int | None, typer.Option(help="Read at most this many records per source.")
+    ] = None,
+) -> None:
+    """Score a dataset with a trained neural scheduler, without training."""
+    from rich.table import Table
+
+    from bds.audit import audit as run_audit
+    from bds.audit import load_audit_records
+
+    records, notes = load_audit_records(data, limit)
+    for note in notes:
+        console.print(f"[dim]{escape(note)}[/]")
+    s = run_audit(scheduler, records, output, threshold, show, notes)
+    console.print(
+        f"{s['below_threshold']} of {s['n']} samples ({100 * s['fraction_below_threshold']:.1f}%) "
+        f"weigh less than {threshold}"
+    )
+    means = ", ".join(f"{k} {v:.3f}" for k, v in s["mean_weight"].items())
+    console.print(f"mean weight per source: {means}")
+    if s["auroc_benign_vs_harmful"] is not None:
+        console.print(f"AUROC, benign vs harmful: {s['auroc_benign_vs_harmful']:.3f}")
+    table = Table(title="lowest weights")
+    for h in ("weight", "source", "id", "text"):
+        table.add_column(h)
+    for row in s["lowest"]:
+        table.add_row(f"{row['weight']:.3f}", row["source"], escape(row["id"]), escape(row["text"]))
+    console.print(table)
+    console.print(f"weights: {output}/weights.csv, summary: {output}/audit.json")
 
 
 def _override_mode(cfg, mode: str) -> None:

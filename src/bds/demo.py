@@ -25,7 +25,8 @@ from bds.config import RunConfig
 from bds.data.pipeline import PreparedData, prepare_data
 from bds.io import atomic_directory, to_jsonable
 
-METHODS = ("sft", "mix", "bds", "bds-no-align")
+METHODS = ("sft", "mix", "bds", "bds-no-align", "bds-neural")
+NEURAL_METHOD = "bds-neural"  # bds with the amortized neural scheduler
 
 
 @dataclass
@@ -62,17 +63,51 @@ def apply_options(cfg: RunConfig, opts: DemoOptions) -> RunConfig:
 def run_demo(cfg: RunConfig, opts: DemoOptions, log: Any = print) -> dict[str, Any]:
     out = opts.output
     out.mkdir(parents=True, exist_ok=True)
+    clock = StageClock(out / STAGE_TIMES_FILE)
     data = prepare_data(cfg.data)
-    aligned = align_stage(cfg, data, out, log)
+    aligned = clock.run("align", lambda: align_stage(cfg, data, out, log))
     runs = {}
     for method in opts.methods:
-        runs[method] = attack_stage(cfg, data, aligned, method, out, log)
-    evals = {"aligned": eval_stage(cfg, aligned, None, out / "eval-aligned", log)}
+        runs[method] = clock.run(
+            f"attack-{method}", lambda m=method: attack_stage(cfg, data, aligned, m, out, log)
+        )
+    evals = {
+        "aligned": clock.run(
+            "eval-aligned", lambda: eval_stage(cfg, aligned, None, out / "eval-aligned", log)
+        )
+    }
     for method, run_dir in runs.items():
-        evals[method] = eval_stage(cfg, aligned, run_dir / "adapter", out / f"eval-{method}", log)
+        evals[method] = clock.run(
+            f"eval-{method}",
+            lambda m=method, d=run_dir: eval_stage(
+                cfg, aligned, d / "adapter", out / f"eval-{m}", log
+            ),
+        )
     from bds.report.demo_report import write_report
 
-    return write_report(cfg, opts, aligned, runs, evals, out)
+    return write_report(cfg, opts, aligned, runs, evals, out, clock.times)
+
+
+STAGE_TIMES_FILE = "stage_seconds.json"
+
+
+class StageClock:
+    """Wall seconds of each stage, kept in the demo folder: a stage finished by an earlier
+    (interrupted) invocation keeps the time it took then, so the total is a whole run's."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.times: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def run(self, name: str, fn: Any) -> Any:
+        import time
+
+        t0 = time.perf_counter()
+        result = fn()
+        if name not in self.times:
+            self.times[name] = round(time.perf_counter() - t0, 1)
+            self.path.write_text(json.dumps(self.times, indent=2))
+        return result
 
 
 # ------------------------------------------------------------------ stages -------------
@@ -122,8 +157,10 @@ def attack_stage(
         return run_dir
     tcfg = copy.deepcopy(cfg)
     tcfg.model.name = str(aligned)
-    tcfg.train.mode = method
-    if method not in ("bds", "bds-no-align"):
+    tcfg.train.mode = "bds" if method == NEURAL_METHOD else method
+    if method == NEURAL_METHOD:
+        tcfg.train.scheduler.kind = "neural"
+    if tcfg.train.mode not in ("bds", "bds-no-align"):
         tcfg.train.safety_agnostic = False
     log(f"attack ({method}): {data.mix.n_harmful} harmful + {data.mix.n_benign} benign samples")
     train(tcfg, run_dir, data=data)

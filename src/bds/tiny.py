@@ -165,3 +165,25 @@ def synthetic_conflict_task(
         for i in range(n_safe)
     ]
     return benign, harmful, safe
+
+
+def save_tiny_encoder(folder: str | Path, hidden: int = 32, seed: int = 0) -> Path:
+    """A random-init BERT encoder + the tiny tokenizer, a stand-in for MiniLM in tests."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = Path(folder)
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

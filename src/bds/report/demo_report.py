@@ -30,7 +30,13 @@ def method_row(evaluation: dict[str, Any], summary: dict[str, Any] | None) -> di
 
 
 def write_report(
-    cfg, opts, aligned: Path, runs: dict[str, Path], evals: dict[str, dict], out: Path
+    cfg,
+    opts,
+    aligned: Path,
+    runs: dict[str, Path],
+    evals: dict[str, dict],
+    out: Path,
+    stage_seconds: dict[str, float] | None = None,
 ) -> dict:
     import json
 
@@ -50,6 +56,9 @@ def write_report(
             "finetune_counts": next(iter(summaries.values()))["counts"] if summaries else None,
             "eval": first["protocol"],
         },
+        # wall time of every stage when it ran (align: ~0 when the aligned model was cached)
+        "stage_seconds": stage_seconds or {},
+        "total_seconds": round(sum((stage_seconds or {}).values()), 1),
     }
     write_json(out / "results.json", to_jsonable(results))
     plots = _plots(runs, methods, out / "plots")
@@ -106,6 +115,9 @@ def _markdown(results: dict[str, Any], plots: list[str]) -> str:
         f"{', '.join(j['name'] for j in ev['judge_configs'])} (first is the headline).",
         "",
     ]
+    if results.get("stage_seconds"):
+        stages = ", ".join(f"{k} {v:.0f} s" for k, v in results["stage_seconds"].items())
+        lines += [f"Wall time: {results['total_seconds'] / 60:.1f} min ({stages}).", ""]
     lines += [f"![{p}](plots/{p})" for p in plots]
     return "\n".join(lines) + "\n"
 

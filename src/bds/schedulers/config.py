@@ -37,10 +37,54 @@ class PriorConfig:
 
 
 @dataclass
-class ScalarSchedulerConfig:
-    """Scalar scheduler options. Reference-code values: init_logit 0.1, Adam betas
-    (0.9, 0.95), lr 5e-3, softmax. Our defaults are tuned for short runs (see README)."""
+class NeuralSettings:
+    """The amortized scheduler: a text encoder + linear head gives each sample its logit.
 
+    encoder: `embedded:all-minilm-l6-v2` (shipped), a local folder or a hub name, used
+    with its own tokenizer, mean pooling and unit-norm embeddings.
+    train: which parameters the scheduler objective updates - `head` (encoder frozen, its
+    embeddings cached per sample, so a sample is encoded once), `lora` (a LoRA adapter on
+    the encoder, PEFT) or `full`.
+    normalize: softmax over the whole dataset through a memory of every sample's latest
+    logit (`dataset`, as the scalar scheduler), or over the batch (`batch`).
+    refresh_steps: re-score every sample every this many steps (0: only at the end); the
+    per-step cost is the batch's encoder passes only.
+    init_from: a saved scheduler folder (`scheduler/` of a run) to start from;
+    frozen: use its scores as they are (no scheduler updates).
+    """
+
+    encoder: str = "embedded:all-minilm-l6-v2"
+    max_length: int = 256
+    train: Literal["head", "lora", "full"] = "head"
+    encoder_lr: float = 5.0e-5
+    normalize: Literal["dataset", "batch"] = "dataset"
+    refresh_steps: int = 0
+    score_batch_size: int = 32
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    init_from: str | None = None
+    frozen: bool = False
+
+    def validate(self) -> None:
+        for key in ("max_length", "score_batch_size", "lora_r"):
+            if getattr(self, key) < 1:
+                raise FieldError(key, f"must be >= 1, got {getattr(self, key)}")
+        if self.refresh_steps < 0:
+            raise FieldError("refresh_steps", f"must be >= 0, got {self.refresh_steps}")
+        if self.encoder_lr <= 0:
+            raise FieldError("encoder_lr", f"must be > 0, got {self.encoder_lr}")
+        if self.frozen and not self.init_from:
+            raise FieldError("frozen", "a frozen scheduler needs `init_from` (a saved scheduler)")
+
+
+@dataclass
+class SchedulerConfig:
+    """Scheduler options. kind=scalar: one free logit per sample; kind=neural: an encoder
+    scores each sample's text (see NeuralSettings). Reference-code values: init_logit 0.1,
+    Adam betas (0.9, 0.95), lr 5e-3, softmax. Our defaults are tuned for short runs (see README)."""
+
+    kind: Literal["scalar", "neural"] = "scalar"
     transform: Transform = "softmax"
     init_logit: float = 0.1
     lr: float = 0.05
@@ -57,6 +101,7 @@ class ScalarSchedulerConfig:
         default_factory=lambda: [PriorConfig(kind="gaussian", std=1.0)]
     )
     seed: int = 0
+    neural: NeuralSettings = field(default_factory=NeuralSettings)
 
     def validate(self) -> None:
         if self.lr <= 0:
@@ -67,3 +112,6 @@ class ScalarSchedulerConfig:
             raise FieldError("temperature", f"must be >= 0, got {self.temperature}")
         if self.average_last < 1:
             raise FieldError("average_last", f"must be >= 1, got {self.average_last}")
+
+
+ScalarSchedulerConfig = SchedulerConfig  # the name before the neural scheduler existed

@@ -78,6 +78,9 @@ class ScalarScheduler:
         """Weights of the samples at `index`, detached: the model's loss never moves z."""
         return self.all_weights()[index]
 
+    def all_logits(self) -> torch.Tensor:
+        return self.logits.detach().clone()
+
     def reported_weights(self) -> torch.Tensor:
         """What the weights table shows: SGLD's running posterior mean, else the current weights."""
         if self.cfg.inference == "sgld" and self.weight_count > 0:

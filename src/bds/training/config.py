@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bds.errors import FieldError
-from bds.schedulers.config import ScalarSchedulerConfig
+from bds.schedulers.config import SchedulerConfig
 
 Mode = Literal["bds", "bds-no-align", "mix", "sft"]
 
@@ -53,7 +53,7 @@ class TrainConfig:
     safety_agnostic: bool = False
     scheduler_losses: Literal["current", "updated"] = "current"
     lora: LoraSettings = field(default_factory=LoraSettings)
-    scheduler: ScalarSchedulerConfig = field(default_factory=ScalarSchedulerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     log_steps: int = 10
     trajectory_steps: int = 10
     save_steps: int | None = None

@@ -27,7 +27,7 @@ from bds.data.pipeline import PreparedData, prepare_data
 from bds.data.tokenize import TokenizedSample, TruncationReport, tokenize_records
 from bds.errors import BDSInputError
 from bds.io import write_json
-from bds.schedulers.scalar import ScalarScheduler
+from bds.schedulers.factory import build_scheduler
 from bds.training import checkpoint as ckpt
 from bds.training.batching import StepSampler, collate
 from bds.training.config import TrainConfig
@@ -140,8 +140,12 @@ class _Run:
             max(len(self.align), 1), self.tc.alignment_batch_size, self.tc.seed + 1
         )
         self.scheduler = (
-            ScalarScheduler(n_user, self.tc.scheduler) if self.tc.uses_scheduler else None
+            build_scheduler(self.tc.scheduler, [s.id for s in self.user], self.data.finetune)
+            if self.tc.uses_scheduler
+            else None
         )
+        if hasattr(self.scheduler, "to"):  # the neural scheduler's encoder joins the model
+            self.scheduler.to(self.accelerator.device)
         self.average_from = self.total_steps - self.tc.scheduler.average_last
         self.trajectory: dict[int, list[float]] = {}
 
@@ -447,9 +451,11 @@ class _Run:
                     ids,
                     sources,
                     weights,
-                    self.scheduler.logits.detach().tolist(),
+                    self.scheduler.all_logits().tolist(),
                     self.trajectory,
                 )
+                if hasattr(self.scheduler, "save"):  # neural: a reusable, self-contained folder
+                    self.scheduler.save(out / "scheduler")
                 summary["weights"] = weight_summary(sources, weights)
             summary.update(
                 {

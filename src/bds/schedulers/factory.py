@@ -1,0 +1,25 @@
+"""Build the configured scheduler for the user samples a run trains on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bds.data.schema import Record
+from bds.schedulers.config import SchedulerConfig
+
+
+def build_scheduler(
+    cfg: SchedulerConfig, sample_ids: Sequence[str], records: Sequence[Record]
+) -> Any:
+    """A ScalarScheduler or NeuralScheduler over the samples `sample_ids`, in that order
+    (the neural one reads each sample's text from its record)."""
+    if cfg.kind == "neural":
+        from bds.schedulers.encoder import sample_text
+        from bds.schedulers.neural import NeuralScheduler
+
+        by_id = {r.id: r for r in records}
+        return NeuralScheduler([sample_text(by_id[i]) for i in sample_ids], cfg)
+    from bds.schedulers.scalar import ScalarScheduler
+
+    return ScalarScheduler(len(sample_ids), cfg)
