@@ -36,6 +36,20 @@ def test_paper_config_uses_reference_protocol():
     assert cfg.model.name == "meta-llama/Llama-2-7b-hf"
     assert (cfg.data.n, cfg.data.harmful_ratio, cfg.data.n_alignment) == (1000, 0.1, 1000)
     assert cfg.data.benign.kind == "hub" and cfg.data.benign.name == "sst2"
+    t = cfg.train
+    assert (t.lr, t.weight_decay, t.batch_size, t.alignment_batch_size, t.epochs) == (
+        1e-5,
+        0.1,
+        10,
+        10,
+        20,
+    )
+    assert (t.lora.r, t.lora.alpha, t.scheduler.lr) == (32, 4, 5e-3)
+    ev = cfg.eval
+    assert ev.judges[0].name == "beaver-dam" and ev.judges[0].max_length == 256
+    hs = ev.harmful_score
+    assert (hs.prompts.name, hs.prompts.limit, hs.max_new_tokens) == ("beavertails-eval", 1000, 512)
+    assert ev.finetune_accuracy.data.name == "sst2"
 
 
 def test_unknown_key_names_the_key_and_line(tmp_path):

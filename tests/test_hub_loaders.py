@@ -88,6 +88,7 @@ def test_presets_cover_the_reference_protocol() -> None:
         "agnews",
         "gsm8k",
         "alpaca",
+        "alpaca-eval",
     }
     assert HUB_PRESETS["gsm8k"].subset == "main"
     assert HUB_PRESETS["sst2"].eval_split == "validation"
@@ -174,6 +175,30 @@ def test_alpaca_empty_outputs_skipped(hub: FakeHub) -> None:
         ("alpaca/train/2", "Name a colour.", "", "Blue."),
     ]
     assert loaded.notes == ["1 rows with an empty output skipped"]
+
+
+def test_alpaca_eval_prompts_with_reference_outputs(hub: FakeHub) -> None:
+    rows = [
+        {
+            "instruction": "Plan a trip.",
+            "output": "Day 1...",
+            "generator": "gpt4",
+            "dataset": "koala",
+        },
+        {
+            "instruction": "Define entropy.",
+            "output": "A measure...",
+            "generator": "gpt4",
+            "dataset": "oasst",
+        },
+    ]
+    loaded = hub.load(rows, name="alpaca-eval")
+    assert [(r.id, r.instruction, r.response) for r in loaded.records] == [
+        ("alpaca-eval/eval/0", "Plan a trip.", "Day 1..."),
+        ("alpaca-eval/eval/1", "Define entropy.", "A measure..."),
+    ]
+    assert loaded.records[1].meta == {"dataset": "oasst"}
+    assert hub.calls == [{"path": "tatsu-lab/alpaca_eval", "name": "alpaca_eval", "split": "eval"}]
 
 
 def test_overrides_reach_load_dataset_and_ids(hub: FakeHub) -> None:

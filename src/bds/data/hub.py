@@ -200,6 +200,22 @@ def convert_alpaca(rows: Iterable[Row], prefix: str) -> Converted:
     return records, [f"{empty} rows with an empty output skipped"]
 
 
+def convert_alpaca_eval(rows: Iterable[Row], prefix: str) -> Converted:
+    """AlpacaEval's prompts (no input field); the response is the reference output its
+    judge compares against. Outputs are exported for the external judge, not scored here."""
+    records = [
+        Record(
+            id=f"{prefix}/{i}",
+            instruction=_text(row, "instruction", i),
+            response=_text(row, "output", i),
+            source="benign",
+            meta={"dataset": str(row.get("dataset", ""))},
+        )
+        for i, row in enumerate(rows)
+    ]
+    return records, []
+
+
 _BEAVERTAILS = "PKU-Alignment/BeaverTails"
 
 HUB_PRESETS: dict[str, HubPreset] = {
@@ -210,6 +226,7 @@ HUB_PRESETS: dict[str, HubPreset] = {
     "agnews": HubPreset("fancyzhx/ag_news", None, "train", convert_agnews, eval_split="test"),
     "gsm8k": HubPreset("openai/gsm8k", "main", "train", convert_gsm8k, eval_split="test"),
     "alpaca": HubPreset("tatsu-lab/alpaca", None, "train", convert_alpaca),
+    "alpaca-eval": HubPreset("tatsu-lab/alpaca_eval", "alpaca_eval", "eval", convert_alpaca_eval),
 }
 
 

@@ -28,6 +28,7 @@ _SOURCE_METRICS = {
     ("hub", "agnews"): "label",
     ("hub", "gsm8k"): "number",
     ("hub", "alpaca"): "alpaca-eval",
+    ("hub", "alpaca-eval"): "alpaca-eval",
     ("embedded", "sentiment-train"): "label",
     ("embedded", "sentiment-test"): "label",
 }
