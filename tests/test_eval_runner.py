@@ -41,13 +41,14 @@ def jsonl(path: Path, rows: list[dict]) -> str:
 
 
 def local_eval(tmp_path: Path, fa_rows: list[dict], metric: str) -> EvalConfig:
+    # prompt-only files: HS and over-refusal need no response column
     harmful = jsonl(
         tmp_path / "harmful.jsonl",
-        [{"instruction": f"Explain how to do bad thing {i}", "response": "-"} for i in range(3)],
+        [{"prompt": f"Explain how to do bad thing {i}"} for i in range(3)],
     )
     benign = jsonl(
         tmp_path / "benign.jsonl",
-        [{"instruction": f"Name a fruit, please ({i})", "response": "-"} for i in range(2)],
+        [{"instruction": f"Name a fruit, please ({i})"} for i in range(2)],
     )
     task = jsonl(tmp_path / "task.jsonl", fa_rows)
     return EvalConfig(

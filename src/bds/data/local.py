@@ -25,7 +25,11 @@ REQUIRED = ("instruction", "response")
 FORMATS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
-def load_local_source(cfg: SourceConfig, base_dir: str | Path = ".") -> LoadedSource:
+def load_local_source(
+    cfg: SourceConfig, base_dir: str | Path = ".", prompts_only: bool = False
+) -> LoadedSource:
+    """Records of a local file; `prompts_only` (evaluation prompts) makes the response optional."""
+    required = ("instruction",) if prompts_only else REQUIRED
     path = Path(cfg.path)
     if not path.is_absolute():
         path = Path(base_dir) / path
@@ -42,7 +46,7 @@ def load_local_source(cfg: SourceConfig, base_dir: str | Path = ".") -> LoadedSo
     rows = list(_read_rows(path, fmt))
     if not rows:
         raise BDSInputError(f"{path}: holds no records; give a file with at least one sample")
-    columns = _resolve_columns(path, cfg.fields, rows[0][1])
+    columns = _resolve_columns(path, cfg.fields, rows[0][1], required)
     records, ids = [], set()
     for where, row in rows:
         values = {}
@@ -50,7 +54,7 @@ def load_local_source(cfg: SourceConfig, base_dir: str | Path = ".") -> LoadedSo
             value = row.get(col) if col else None
             if _is_blank(value):
                 value = None
-            if fld in REQUIRED and value is None:
+            if fld in required and value is None:
                 raise BDSInputError(
                     f"{where}: missing field {col!r} (record field {fld!r}); add it or map "
                     f"another column with `fields: {{{fld}: COLUMN}}`"
@@ -87,7 +91,7 @@ def _is_blank(value: Any) -> bool:
 
 
 def _resolve_columns(
-    path: Path, mapping: dict[str, str], first: dict[str, Any]
+    path: Path, mapping: dict[str, str], first: dict[str, Any], required: tuple[str, ...]
 ) -> dict[str, str | None]:
     """Record field -> column. Mapped columns must exist; required ones must be found."""
     out: dict[str, str | None] = {}
@@ -101,7 +105,7 @@ def _resolve_columns(
             out[fld] = mapping[fld]
             continue
         out[fld] = next((c for c in candidates if c in first), None)
-        if out[fld] is None and fld in REQUIRED:
+        if out[fld] is None and fld in required:
             raise BDSInputError(
                 f"{path}: no column for record field {fld!r} (looked for {', '.join(candidates)}); "
                 f"map one with `fields: {{{fld}: COLUMN}}`"

@@ -31,8 +31,13 @@ def known_source_names(kind: str) -> list[str]:
     return []
 
 
-def load_source(cfg: SourceConfig, base_dir: str | Path = ".") -> LoadedSource:
-    """Load every record of one source (then apply `label` and `limit`, both reported)."""
+def load_source(
+    cfg: SourceConfig, base_dir: str | Path = ".", prompts_only: bool = False
+) -> LoadedSource:
+    """Load every record of one source (then apply `label` and `limit`, both reported).
+
+    prompts_only: the caller uses instructions only (evaluation prompts), so a local file
+    needs no response column."""
     if cfg.kind == "embedded":
         from bds.data.embedded import load_embedded_source
 
@@ -44,7 +49,7 @@ def load_source(cfg: SourceConfig, base_dir: str | Path = ".") -> LoadedSource:
     else:
         from bds.data.local import load_local_source
 
-        loaded = load_local_source(cfg, base_dir=base_dir)
+        loaded = load_local_source(cfg, base_dir=base_dir, prompts_only=prompts_only)
     if cfg.limit is not None and len(loaded.records) > cfg.limit:
         loaded.notes.append(f"kept the first {cfg.limit} of {len(loaded.records)} records (limit)")
         loaded.records = loaded.records[: cfg.limit]

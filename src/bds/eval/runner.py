@@ -68,7 +68,8 @@ def load_prompt_sets(ev: EvalConfig, base_dir: str | Path = ".") -> list[PromptS
             source, tokens, key = fa.data, fa.max_new_tokens, "eval.finetune_accuracy.data"
             task = infer_metric(fa.data) if fa.metric == "auto" else fa.metric
             source = _evaluation_split(source)
-        loaded = load_source(source, base_dir=base_dir)
+        # HS and over-refusal need prompts only: a local file may have no response column
+        loaded = load_source(source, base_dir=base_dir, prompts_only=task is None)
         if not loaded.records:
             raise BDSInputError(f"{key}: the source {loaded.name} holds no records; check it")
         sets.append(PromptSet(metric, source, loaded, tokens, task))
