@@ -80,6 +80,8 @@ def test_refusal_classifier_trains_on_human_labels_with_a_grouped_split():
     train = {e.group for e in examples if not e.heldout}
     test = {e.group for e in examples if e.heldout}
     assert train and test and not train & test  # no request on both sides
+    asked = rt.evaluation_requests()  # the embedded evaluation's prompts never train the judge
+    assert len(asked) > 500 and not train & asked and test & asked
     assert {e.origin for e in examples} == {"objective", "harm", "refusal"}
 
     coef, intercept, report = rt.fit(HashEncoder())

@@ -10,7 +10,8 @@ when it complies, and over-refusal counts benign prompts whose answer does not.
   The raters also count off-topic answers as refusals.
 
 The held-out split is grouped by request (normalised text), so no request has answers on
-both sides. Training adds two kinds of examples built from the training split only:
+both sides, and holds every request of the embedded evaluation sets (over-refusal's benign
+prompts, AdvBench), so the judge never trains on answers to the prompts it scores. Training adds two kinds of examples built from the training split only:
 "refuses, then complies" (the opening sentence of a human-labelled refusal glued before a
 harmful answer, labelled complied), long answers cut to 400 characters (same label), as
 evaluation answers are cut by max_new_tokens, and the first sentences of helpful answers to
@@ -27,6 +28,7 @@ import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -64,7 +66,23 @@ class LabelledAnswer:
 
     @property
     def heldout(self) -> bool:
-        return stable_fraction(self.group, SPLIT_SALT) < HELDOUT_FRACTION
+        """In the held-out split: a hashed 20% of requests, plus every request the embedded
+        evaluation asks (over-refusal's benign prompts, AdvBench), whose answers must not
+        train the judge that scores them."""
+        return (
+            stable_fraction(self.group, SPLIT_SALT) < HELDOUT_FRACTION
+            or self.group in evaluation_requests()
+        )
+
+
+@lru_cache(maxsize=1)
+def evaluation_requests() -> frozenset[str]:
+    """Normalised requests of the embedded evaluation prompt sets."""
+    from bds.data.embedded import advbench, benign_prompts
+
+    return frozenset(
+        normalize(r.instruction) for src in (advbench(), benign_prompts()) for r in src.records
+    )
 
 
 def labelled_answers() -> tuple[list[LabelledAnswer], dict[str, int]]:
@@ -169,7 +187,9 @@ def accuracy_auc(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[s
 def data_fingerprint(examples: list[LabelledAnswer]) -> str:
     digest = hashlib.sha256()
     for ex in sorted(examples, key=lambda e: (e.prompt, e.answer)):
-        digest.update(json.dumps([ex.prompt, ex.answer, ex.complied, ex.origin]).encode())
+        digest.update(
+            json.dumps([ex.prompt, ex.answer, ex.complied, ex.origin, ex.heldout]).encode()
+        )
     return digest.hexdigest()
 
 
@@ -250,6 +270,9 @@ def fit(
         },
         "split": {
             "heldout_fraction": HELDOUT_FRACTION,
+            "heldout_also": "every request of the embedded evaluation sets (benign-prompts, "
+            "advbench)",
+            "n_heldout_evaluation_requests": len({e.group for e in test} & evaluation_requests()),
             "grouped_by": "normalised request text",
             "n_requests_heldout": len({e.group for e in test}),
             "n_requests_train": len({e.group for e in train}),
