@@ -141,6 +141,32 @@ def test_demo_with_the_neural_scheduler(tmp_path, demo_config, capsys):
     assert (out / "attack-bds-neural" / "scheduler" / "scheduler.json").is_file()
 
 
+def test_bds_train_starts_from_a_saved_neural_scheduler(tmp_path, demo_config, capsys):
+    from bds.tiny import save_tiny_encoder
+    from bds.training.outputs import read_weights_table
+
+    cfg = yaml.safe_load(demo_config.read_text())
+    encoder = save_tiny_encoder(tmp_path / "tiny-encoder")
+    cfg["train"]["scheduler"] = {"kind": "neural", "neural": {"encoder": str(encoder)}}
+    demo_config.write_text(yaml.safe_dump(cfg))
+    first = tmp_path / "first"
+    assert cli(["train", "--config", str(demo_config), "--output", str(first)]) == 0
+    saved = first / "scheduler"
+    frozen = tmp_path / "frozen"
+    argv = ["train", "--config", str(demo_config), "--output", str(frozen)]
+    assert cli([*argv, "--scheduler-from", str(saved), "--frozen"]) == 0
+    rows = read_weights_table(frozen / "weights.csv")
+    steps = [k for k in rows[0] if k.startswith("w@step_")]
+    assert len(steps) >= 2
+    for row in rows:  # frozen: every sample keeps the weight the saved scheduler gives it
+        assert len({row[k] for k in steps}) == 1
+    capsys.readouterr()
+    assert cli([*argv, "--frozen"]) == 2
+    assert "--scheduler-from" in capsys.readouterr().err
+    assert cli([*argv, "--scheduler-from", str(tmp_path)]) == 2
+    assert "not a saved neural scheduler" in capsys.readouterr().err
+
+
 def test_demo_bad_options_exit_2(demo_config, capsys):
     for argv, needle in [
         (["--methods", "sft,lisa"], "--methods"),

@@ -79,6 +79,13 @@ def train(
     mode: Annotated[
         str | None, typer.Option(help="Override train.mode: bds, bds-no-align, mix or sft.")
     ] = None,
+    scheduler_from: Annotated[
+        str | None,
+        typer.Option(help="Start from a saved neural scheduler (a run's scheduler/ folder)."),
+    ] = None,
+    frozen: Annotated[
+        bool, typer.Option("--frozen", help="With --scheduler-from: use its scores unchanged.")
+    ] = False,
 ) -> None:
     """Fine-tune with the configured defense; writes adapter/, weights.csv, train_log.jsonl, summary.json."""
     from bds.config import load_config
@@ -87,6 +94,14 @@ def train(
     cfg = load_config(config)
     if mode is not None:
         _override_mode(cfg, mode)
+    if frozen and scheduler_from is None:
+        raise BDSInputError("--frozen needs --scheduler-from DIR (a saved neural scheduler)")
+    if scheduler_from is not None:
+        from bds.schedulers.neural import load_saved
+
+        load_saved(scheduler_from)  # a wrong folder fails before any data or model loads
+        sched = cfg.train.scheduler
+        sched.kind, sched.neural.init_from, sched.neural.frozen = "neural", scheduler_from, frozen
     result = run_training(cfg, output)
     s = result.summary
     console.print(
