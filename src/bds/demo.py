@@ -121,7 +121,11 @@ def align_stage(cfg: RunConfig, data: PreparedData, out: Path, log: Any) -> Path
     acfg.train.mode = "sft"
     acfg.train.safety_agnostic = False
     key = _digest(
-        {"model": acfg.model, "data": [r.to_dict() for r in data.alignment], "train": acfg.train}
+        {
+            "model": acfg.model,
+            "data": [r.to_dict() for r in data.alignment],
+            "train": _alignment_settings(acfg.train),
+        }
     )
     target = cache_dir() / "aligned" / key
     if (target / "config.json").is_file():
@@ -179,6 +183,26 @@ def eval_stage(cfg: RunConfig, aligned: Path, adapter: Path | None, out: Path, l
     model_cfg.name = str(aligned)
     log(f"eval: {out.name}")
     return run_eval(model_cfg, ev, ev.template or cfg.data.template, out, log=log)
+
+
+# Train settings an SFT run on D_safe does not read: changing them keeps the cached model.
+_NOT_ALIGNMENT = (
+    "mode",
+    "scheduler",
+    "safety_agnostic",
+    "scheduler_losses",
+    "alignment_batch_size",
+    "one_pass",
+    "log_steps",
+    "trajectory_steps",
+    "save_steps",
+    "report_to",
+)
+
+
+def _alignment_settings(train: Any) -> dict[str, Any]:
+    settings = to_jsonable(train)
+    return {k: v for k, v in settings.items() if k not in _NOT_ALIGNMENT}
 
 
 def _digest(obj: Any) -> str:
