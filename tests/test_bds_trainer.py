@@ -125,8 +125,9 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, inference):
     assert [json.loads(x)["step"] for x in la] == [json.loads(x)["step"] for x in lb]
 
 
-def test_safety_agnostic_trains_a_reference_adapter(tmp_path):
-    result = run(tmp_path, epochs=2, safety_agnostic=True)
+@pytest.mark.parametrize("reference_weights", ["scheduler", "uniform"])
+def test_safety_agnostic_trains_a_reference_adapter(tmp_path, reference_weights):
+    result = run(tmp_path, epochs=2, safety_agnostic=True, reference_weights=reference_weights)
     log = json.loads((result.output_dir / "train_log.jsonl").read_text().splitlines()[-1])
     assert "loss_reference" in log
     saved = load_file(result.output_dir / "adapter" / "adapter_model.safetensors")

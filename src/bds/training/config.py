@@ -51,6 +51,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     one_pass: bool = True
     safety_agnostic: bool = False
+    # theta_ref's objective: the scheduler-weighted user batch (the posterior's weighted
+    # likelihood) or the plain one (uniform: a model of D_ft alone, harmful samples included)
+    reference_weights: Literal["scheduler", "uniform"] = "scheduler"
     scheduler_losses: Literal["current", "updated"] = "current"
     lora: LoraSettings = field(default_factory=LoraSettings)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

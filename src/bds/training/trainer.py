@@ -342,7 +342,10 @@ class _Run:
         self._activate(REFERENCE_ADAPTER)
         try:
             losses = per_sample_loss(self._forward(self.peft_model, batch), batch["labels"])
-            (losses * weights).mean().backward()
+            if self.tc.reference_weights == "uniform":
+                losses.mean().backward()
+            else:
+                (losses * weights).mean().backward()
             if self.accelerator.num_processes > 1:
                 for group in self.ref_optimizer.param_groups:
                     for p in group["params"]:
