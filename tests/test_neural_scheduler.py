@@ -208,7 +208,7 @@ def test_trainer_with_the_neural_scheduler_finds_the_harmful_samples(
     result = neural_run(tmp_path, encoder_folder, "run")
     w = result.summary["weights"]
     assert w["auroc_benign_vs_harmful"] >= 0.95
-    assert w["mean_weight"]["harmful"] < 0.6 < 1.0 < w["mean_weight"]["benign"]
+    assert w["mean_weight"]["harmful"] < 0.8 < 1.0 < w["mean_weight"]["benign"]
     encoder, head, meta = load_saved(result.output_dir / "scheduler")
     assert meta["trained_steps"] == result.steps
 

@@ -190,6 +190,7 @@ _NOT_ALIGNMENT = (
     "mode",
     "scheduler",
     "safety_agnostic",
+    "reference_weights",
     "scheduler_losses",
     "alignment_batch_size",
     "one_pass",
