@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 from pathlib import Path
 
-import torch
+from common import machine
 
 from bds.cli import packaged_config
 from bds.config import load_config
@@ -111,11 +109,7 @@ def main() -> None:
             "methods": ["aligned (before the attack)", "sft", "bds"],
             "aligned_eval": "run once, at the first p, and copied to the others (it does not "
             "depend on p); its stage time appears only there",
-            "machine": {
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
-                "torch_threads": torch.get_num_threads(),
-            },
+            "machine": machine(),
             "versions": package_versions(),
         },
     }

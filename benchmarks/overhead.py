@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
+from common import machine
 
 from bds.cli import packaged_config
 from bds.config import load_config
@@ -143,11 +141,7 @@ def main() -> None:
             "steps_per_variant": args.steps,
             "timed_steps": args.steps - 1,
             "same_batches": "every variant uses train.seed, so the same user and alignment batches",
-            "machine": {
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
-                "torch_threads": torch.get_num_threads(),
-            },
+            "machine": machine(),
             "versions": package_versions(),
         },
     }

@@ -20,13 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 from pathlib import Path
-
-import torch
 
 from bds.audit import audit
 from bds.cli import packaged_config
@@ -39,6 +35,7 @@ from bds.models import load_tokenizer
 from bds.training.outputs import package_versions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
 from overhead import time_variant, variant  # noqa: E402
 
 AUDIT_SIZE = 300  # samples per source in each audit mix
@@ -139,11 +136,7 @@ def main() -> None:
         "audit_size_per_source": AUDIT_SIZE,
         "audit_excludes": "every sample id of the training D_ft",
         "timed_steps": args.steps - 1,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-        },
+        "machine": machine(),
         "versions": package_versions(),
     }
     write_json(out / "transfer.json", to_jsonable(result))
