@@ -14,6 +14,8 @@
    encodes its batch, the neural scheduler's most expensive regime).
 
     python benchmarks/transfer.py --output runs/bench/transfer [--demo-dir runs/demo-default]
+    python benchmarks/transfer.py --output runs/bench/transfer-lora --skip-defense \
+        --neural-train lora --encoder-lr 1e-4
 """
 
 from __future__ import annotations
@@ -55,11 +57,19 @@ def main() -> None:
     parser.add_argument("--demo-dir", help="a finished default demo folder to reuse")
     parser.add_argument("--steps", type=int, default=6, help="steps per timed variant")
     parser.add_argument("--skip-defense", action="store_true", help="only audit and timing")
+    parser.add_argument(
+        "--neural-train", choices=["head", "lora", "full"], help="train.scheduler.neural.train"
+    )
+    parser.add_argument("--encoder-lr", type=float, help="train.scheduler.neural.encoder_lr")
     args = parser.parse_args()
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(args.config)
+    if args.neural_train:
+        cfg.train.scheduler.neural.train = args.neural_train
+    if args.encoder_lr:
+        cfg.train.scheduler.neural.encoder_lr = args.encoder_lr
     demo_dir = out / "demo"
     if args.demo_dir and not demo_dir.exists():
         shutil.copytree(args.demo_dir, demo_dir, symlinks=True)
@@ -88,6 +98,13 @@ def main() -> None:
             "target_within_2_points": abs(hs["bds-neural"] - hs["bds"]) <= 2,
         }
         print(json.dumps(result["defense"]), flush=True)
+
+    neural_run = json.loads((demo_dir / "attack-bds-neural" / "summary.json").read_text())
+    result["neural_training"] = {
+        "settings": cfg.train.scheduler.neural,
+        "weights": neural_run["weights"],
+        "mean_step_seconds": neural_run["mean_step_seconds"],
+    }
 
     # 2. transfer: audit unseen mixes
     scheduler_dir = demo_dir / "attack-bds-neural" / "scheduler"
