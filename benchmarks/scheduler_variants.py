@@ -7,6 +7,7 @@ For each variant, train on the demo protocol and record the AUROC of the final w
   sgld             Langevin sampling, weights averaged over the last K steps
   map+agnostic     map, driven by l_i(theta) - l_i(theta_ref) (safety-agnostic term)
   sgld+agnostic
+  map+agnostic-uniform   map+agnostic with theta_ref fitted to the plain (unweighted) user batch
 on two benign tasks: the demo's one-word sentiment labels, and free-form answers
 (`tweets-freeform`: write a whole tweet), where benign answers are long and hard.
 
@@ -36,6 +37,7 @@ VARIANTS = {
     "sgld": {"inference": "sgld", "agnostic": False},
     "map+agnostic": {"inference": "map", "agnostic": True},
     "sgld+agnostic": {"inference": "sgld", "agnostic": True},
+    "map+agnostic-uniform": {"inference": "map", "agnostic": True, "reference": "uniform"},
 }
 TASKS = {"sentiment": "sentiment-train", "freeform": "tweets-freeform"}
 
@@ -68,6 +70,7 @@ def main() -> None:
             cfg = copy.deepcopy(cfg_task)
             cfg.train.scheduler.inference = v["inference"]
             cfg.train.safety_agnostic = v["agnostic"]
+            cfg.train.reference_weights = v.get("reference", cfg.train.reference_weights)
             cfg.train.scheduler.estimator = v.get("estimator", cfg.train.scheduler.estimator)
             with tempfile.TemporaryDirectory() as out:
                 t0 = time.perf_counter()

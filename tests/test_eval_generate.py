@@ -76,3 +76,46 @@ def test_lora_adapter_loads_and_changes_nothing_at_init(tiny_folder, tmp_path):
 def test_adapter_folder_must_be_a_peft_adapter(tiny_folder, tmp_path):
     with pytest.raises(BDSInputError, match=r"eval\.adapter: .* is not a PEFT adapter folder"):
         load_generator(ModelConfig(name=str(tiny_folder)), str(tmp_path))
+
+
+class Interrupting:
+    """Wraps a model: counts generate() calls and raises on the call numbered `fail_at`."""
+
+    def __init__(self, model, fail_at=None):
+        self.model, self.fail_at, self.calls = model, fail_at, 0
+
+    def parameters(self):
+        return self.model.parameters()
+
+    @property
+    def generation_config(self):
+        return self.model.generation_config
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def generate(self, **kw):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt
+        return self.model.generate(**kw)
+
+
+def test_an_interrupted_generation_resumes_from_its_journal(tiny_folder, tmp_path):
+    model, tok = load_generator(ModelConfig(name=str(tiny_folder)))
+    straight = generate(model, tok, RECORDS, "alpaca", max_new_tokens=6, batch_size=2)
+    journal = tmp_path / "partial" / "hs.jsonl"
+    kw = {"max_new_tokens": 6, "batch_size": 2, "journal": journal, "fingerprint": "m"}
+    first = Interrupting(model, fail_at=3)  # 5 prompts = 3 batches; the last one is lost
+    with pytest.raises(KeyboardInterrupt):
+        generate(first, tok, RECORDS, "alpaca", **kw)
+    assert len(journal.read_text().splitlines()) == 1 + 4  # key line + two batches
+    second = Interrupting(model)
+    resumed = generate(second, tok, RECORDS, "alpaca", **kw)
+    assert second.calls == 1  # only the missing batch
+    assert resumed == straight
+    # another model (fingerprint) or setting starts over
+    third = Interrupting(model)
+    generate(third, tok, RECORDS, "alpaca", **{**kw, "fingerprint": "other"})
+    assert third.calls == 3

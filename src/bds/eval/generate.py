@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +54,16 @@ def generate(
     batch_size: int = 8,
     seed: int = 42,
     desc: str = "generating",
+    journal: Path | None = None,
+    fingerprint: str = "",
 ) -> list[Generation]:
     """Greedy answers to `records` (in order), rendered with `template`.
 
     Prompts are batched longest first (less padding) with left padding, so every row's
     answer starts at the same position; the order of the result is the order of `records`.
+    `journal`: a JSONL file each finished batch is appended to; a later call with the same
+    `fingerprint` (what the answers depend on) skips the batches it holds, so an interrupted
+    evaluation resumes, with the same batches, hence the same answers.
     """
     import torch
     from tqdm.auto import tqdm
@@ -79,12 +86,18 @@ def generate(
     )
     device = next(model.parameters()).device
     out: list[Generation | None] = [None] * len(prompts)
+    key = _journal_key(fingerprint, prompts, max_new_tokens, batch_size)
+    if journal is not None:
+        _read_journal(journal, key, out)
+    done = sum(g is not None for g in out)
     with (
         torch.inference_mode(),
-        tqdm(total=len(prompts), desc=desc, unit="prompt", dynamic_ncols=True) as bar,
+        tqdm(total=len(prompts), initial=done, desc=desc, unit="prompt", dynamic_ncols=True) as bar,
     ):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
+            if all(out[i] is not None for i in idx):
+                continue
             batch = tokenizer(
                 [prompts[i] for i in idx],
                 add_special_tokens=True,
@@ -101,8 +114,44 @@ def generate(
                 n = len(ids) if n is None else n
                 text = tokenizer.decode(ids[:n], skip_special_tokens=True).strip()
                 out[i] = Generation(records[i].id, prompts[i], text, n, hit_limit)
+            if journal is not None:
+                _append_journal(journal, key, {i: out[i] for i in idx})
             bar.update(len(idx))
     return [g for g in out if g is not None]
+
+
+def _journal_key(fingerprint: str, prompts: list[str], max_new_tokens: int, batch_size: int) -> str:
+    import hashlib
+
+    text = json.dumps([fingerprint, prompts, max_new_tokens, batch_size])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read_journal(path: Path, key: str, out: list[Generation | None]) -> None:
+    """Fill `out` from a journal written for the same key; any other journal is discarded."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or json.loads(lines[0]).get("key") != key:
+        path.unlink()
+        return
+    for line in lines[1:]:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the interruption: redo its batch
+            break
+        i = row.pop("i")
+        out[i] = Generation(**row)
+
+
+def _append_journal(path: Path, key: str, batch: dict[int, Generation | None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.is_file()
+    with path.open("a", encoding="utf-8") as fh:
+        if new:
+            fh.write(json.dumps({"key": key}) + "\n")
+        for i, g in batch.items():
+            fh.write(json.dumps({"i": i, **dataclasses.asdict(g)}, ensure_ascii=False) + "\n")
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

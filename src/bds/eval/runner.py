@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from bds.eval.generate import Generation
 
 RESULTS_FILE = "results.json"
+PARTIAL_DIR = ".partial"  # generation journals of an unfinished evaluation (resumable)
 ALPACA_EVAL_FILE = "alpaca_eval_outputs.json"
 
 
@@ -118,6 +121,8 @@ def run_eval(
             batch_size=ev.batch_size,
             seed=ev.seed,
             desc=f"{ps.metric}: generating",
+            journal=output_dir / PARTIAL_DIR / f"{ps.metric}.jsonl",
+            fingerprint=json.dumps([model_cfg.name, model_cfg.revision, ev.adapter, template]),
         )
     del model
     _free_memory()
@@ -154,6 +159,7 @@ def run_eval(
             )
             write_json(output_dir / ALPACA_EVAL_FILE, rows)
     write_json(output_dir / RESULTS_FILE, results)
+    shutil.rmtree(output_dir / PARTIAL_DIR, ignore_errors=True)
     return results
 
 
