@@ -165,6 +165,8 @@ def test_bds_train_starts_from_a_saved_neural_scheduler(tmp_path, demo_config, c
     assert "--scheduler-from" in capsys.readouterr().err
     assert cli([*argv, "--scheduler-from", str(tmp_path)]) == 2
     assert "not a saved neural scheduler" in capsys.readouterr().err
+    assert cli([*argv, "--scheduler-from", str(saved), "--mode", "sft"]) == 2
+    assert "--scheduler-from needs a scheduler" in capsys.readouterr().err
 
 
 def test_demo_bad_options_exit_2(demo_config, capsys):

@@ -115,6 +115,13 @@ def test_an_interrupted_generation_resumes_from_its_journal(tiny_folder, tmp_pat
     resumed = generate(second, tok, RECORDS, "alpaca", **kw)
     assert second.calls == 1  # only the missing batch
     assert resumed == straight
+    # a line cut short by a hard kill: its batch is redone, the whole lines are kept
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:10])
+    fourth = Interrupting(model)
+    assert generate(fourth, tok, RECORDS, "alpaca", **kw) == straight
+    assert fourth.calls == 1
+    assert generate(Interrupting(model), tok, RECORDS, "alpaca", **kw) == straight
     # another model (fingerprint) or setting starts over
     third = Interrupting(model)
     generate(third, tok, RECORDS, "alpaca", **{**kw, "fingerprint": "other"})

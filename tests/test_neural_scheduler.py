@@ -171,6 +171,34 @@ def test_state_round_trip_continues_identically(one_thread, encoder_folder):
     assert torch.allclose(a.all_weights(), b.all_weights(), atol=1e-6)
 
 
+def test_a_sample_twice_in_a_batch_counts_once(one_thread, encoder_folder):
+    texts, labels = dataset()
+    a = make(encoder_folder, texts, neural={"train": "full", "encoder_lr": 1e-3})
+    b = make(encoder_folder, texts, neural={"train": "full", "encoder_lr": 1e-3})
+    a.weights(torch.tensor([0, 0, 33]))
+    a.update(torch.tensor([0, 0, 33]), torch.tensor([1.0, 1.0, 3.0]))
+    b.weights(torch.tensor([0, 33]))
+    b.update(torch.tensor([0, 33]), torch.tensor([1.0, 3.0]))
+    for (name, pa), (_, pb) in zip(a._named_trainable(), b._named_trainable(), strict=True):
+        assert torch.allclose(pa, pb, atol=1e-6), name
+
+
+def test_a_checkpoint_of_another_scheduler_is_a_clear_error(one_thread, encoder_folder):
+    from bds.errors import BDSInputError
+    from bds.schedulers.scalar import ScalarScheduler
+
+    texts, _ = dataset()
+    neural = make(encoder_folder, texts)
+    scalar = ScalarScheduler(len(texts), SchedulerConfig())
+    with pytest.raises(BDSInputError, match="another scheduler"):
+        neural.load_state_dict(scalar.state_dict())
+    with pytest.raises(BDSInputError, match="another scheduler"):
+        scalar.load_state_dict(neural.state_dict())
+    full = make(encoder_folder, texts, neural={"train": "full"})
+    with pytest.raises(BDSInputError, match="another scheduler"):
+        full.load_state_dict(neural.state_dict())
+
+
 def test_unknown_embedded_encoder_is_a_clear_error():
     from bds.errors import BDSInputError
 
@@ -289,3 +317,10 @@ def test_bds_audit_scores_unseen_data(one_thread, encoder_folder, tmp_path, caps
     assert_bad_input(
         run_cli(capsys, "audit", "maybe=" + str(unseen), "-s", str(folder)), "label before"
     )
+    # the same ids in two arguments: prefixed with the argument's position, nothing dropped
+    code, stdout, _ = run_cli(
+        capsys, "audit", f"benign={benign}", f"harmful={benign}", "-s", str(folder), "-o", str(out)
+    )
+    assert code == 0
+    ids = [line.split(",")[0] for line in (out / "weights.csv").read_text().splitlines()[1:]]
+    assert len(ids) == 24 and ids[0] == "1:u0" and ids[12] == "2:u0"

@@ -50,11 +50,13 @@ def parse_data_spec(spec: str) -> tuple[Any, str | None]:
 def load_audit_records(
     specs: Sequence[str], limit: int | None = None
 ) -> tuple[list[Record], list[str]]:
-    """Records of every DATA argument (ids prefixed by their source if they collide) + notes."""
+    """Records of every DATA argument + notes. When two arguments hold the same id, every id
+    is prefixed with its argument's position (`1:`, `2:`, ...) so the table stays joinable."""
     from bds.data.sources import load_source
 
     records: list[Record] = []
     notes: list[str] = []
+    per_spec: list[int] = []
     for spec in specs:
         cfg, label = parse_data_spec(spec)
         if limit is not None:
@@ -63,12 +65,15 @@ def load_audit_records(
         if label is not None:  # what the user says the samples are, for the AUROC
             loaded.records = [replace(r, source=label) for r in loaded.records]
         records.extend(loaded.records)
+        per_spec.append(len(loaded.records))
         notes.extend(f"{spec}: {note}" for note in loaded.notes)
         notes.append(f"{spec}: {len(loaded.records)} records")
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids):
-        raise BDSInputError(
-            "two DATA arguments hold samples with the same id; give each sample a unique id"
+        positions = [k + 1 for k, count in enumerate(per_spec) for _ in range(count)]
+        records = [replace(r, id=f"{k}:{r.id}") for k, r in zip(positions, records, strict=True)]
+        notes.append(
+            "ids repeat across DATA arguments: each prefixed with its position (1:, 2:, ...)"
         )
     return records, notes
 

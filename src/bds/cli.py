@@ -99,6 +99,12 @@ def train(
     if scheduler_from is not None:
         from bds.schedulers.neural import load_saved
 
+        if not cfg.train.uses_scheduler:
+            raise BDSInputError(
+                f"--scheduler-from needs a scheduler: train.mode is {cfg.train.mode}; "
+                "use --mode bds or bds-no-align"
+            )
+
         load_saved(scheduler_from)  # a wrong folder fails before any data or model loads
         sched = cfg.train.scheduler
         sched.kind, sched.neural.init_from, sched.neural.frozen = "neural", scheduler_from, frozen

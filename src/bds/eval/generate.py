@@ -132,14 +132,22 @@ def _read_journal(path: Path, key: str, out: list[Generation | None]) -> None:
     if not path.is_file():
         return
     lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or json.loads(lines[0]).get("key") != key:
+    try:
+        header = json.loads(lines[0]) if lines else {}
+    except json.JSONDecodeError:
+        header = {}
+    if header.get("key") != key:
         path.unlink()
         return
+    good = lines[:1]
     for line in lines[1:]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by the interruption: redo its batch
+            # keep only the whole lines, so later appends start on a fresh line
+            path.write_text("".join(x + "\n" for x in good), encoding="utf-8")
             break
+        good.append(line)
         i = row.pop("i")
         out[i] = Generation(**row)
 

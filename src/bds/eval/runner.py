@@ -122,7 +122,7 @@ def run_eval(
             seed=ev.seed,
             desc=f"{ps.metric}: generating",
             journal=output_dir / PARTIAL_DIR / f"{ps.metric}.jsonl",
-            fingerprint=json.dumps([model_cfg.name, model_cfg.revision, ev.adapter, template]),
+            fingerprint=_fingerprint(model_cfg, ev.adapter, template),
         )
     del model
     _free_memory()
@@ -161,6 +161,20 @@ def run_eval(
     write_json(output_dir / RESULTS_FILE, results)
     shutil.rmtree(output_dir / PARTIAL_DIR, ignore_errors=True)
     return results
+
+
+def _fingerprint(model_cfg: ModelConfig, adapter: str | None, template: str) -> str:
+    """What the answers depend on besides the prompts: the model (and its dtype), the
+    adapter's files as they are now (a retrained adapter at the same path differs), the template."""
+    files = []
+    if adapter:
+        for f in sorted(Path(adapter).glob("*")):
+            if f.is_file():
+                st = f.stat()
+                files.append([f.name, st.st_size, st.st_mtime_ns])
+    return json.dumps(
+        [model_cfg.name, model_cfg.revision, model_cfg.dtype, adapter, files, template]
+    )
 
 
 def _results(

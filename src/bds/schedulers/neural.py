@@ -86,11 +86,18 @@ class NeuralScheduler:
         self.weight_count = 0
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
         params = self._trainable_params()
-        self.optimizer = (
-            torch.optim.Adam(params, betas=tuple(cfg.betas)) if params and not self.frozen else None
-        )
-        if ns.init_from:  # a trained scorer: the dataset softmax needs all its scores now
-            self.refresh()
+        self.optimizer = None
+        if params and not self.frozen:
+            # Adam: the MAP step and SGLD's preconditioned drift; plain SGLD: the gradient
+            plain = cfg.inference == "sgld" and cfg.preconditioner == "none"
+            self.optimizer = (
+                torch.optim.SGD(params)
+                if plain
+                else torch.optim.Adam(params, betas=tuple(cfg.betas))
+            )
+        # A trained scorer: the dataset softmax needs all its scores, computed on first use
+        # (after `to(device)`, and not at all when a checkpoint restores the memory).
+        self._needs_refresh = bool(ns.init_from)
 
     # ---------------------------------------------------------------- set-up ------------
 
@@ -167,9 +174,12 @@ class NeuralScheduler:
             index = torch.arange(start, min(start + size, self.n))
             self.logit_memory[index] = self._logits(index, grad=False).float()
         self.scored[:] = True
+        self._needs_refresh = False
 
     def _memory(self) -> torch.Tensor:
         """Every sample's latest logit; unscored ones at the mean of the scored."""
+        if self._needs_refresh:
+            self.refresh()
         if self.scored.all() or not self.scored.any():
             return self.logit_memory.clone()
         fill = self.logit_memory[self.scored].mean()
@@ -227,6 +237,9 @@ class NeuralScheduler:
             for prior in self.cfg.priors:
                 u = u - log_prior(z, w, prior, self.cfg.init_logit) / len(z)
             return u
+        # A sample twice in one batch (an epoch boundary) counts once, as in the scalar scheduler.
+        first = _first_occurrences(index)
+        index, z, losses = index[first], z[first], losses[first]
         self.loss_memory[index] = losses.float()
         self.seen[index] = True
         memory = torch.where(self.seen, self.loss_memory, self.loss_memory[self.seen].mean())
@@ -253,11 +266,12 @@ class NeuralScheduler:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             if self.cfg.inference == "sgld":
-                scale = (2 * self.cfg.lr * self.cfg.temperature / self.n) ** 0.5
                 with torch.no_grad():
-                    for _, p in self._named_trainable():
-                        noise = torch.randn(p.shape, generator=self.generator)
-                        p.add_(scale * noise.to(p.device))
+                    for group in self.optimizer.param_groups:
+                        scale = (2 * group["lr"] * self.cfg.temperature / self.n) ** 0.5
+                        for p in group["params"]:
+                            noise = torch.randn(p.shape, generator=self.generator)
+                            p.add_(scale * noise.to(p.device))
             with torch.no_grad():
                 self.logit_memory[index] = z.detach().float()
                 self.scored[index] = True
@@ -293,6 +307,12 @@ class NeuralScheduler:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        expected = {k for k, _ in self._named_trainable()}
+        if "logit_memory" not in state or set(state.get("trainable", {})) != expected:
+            raise BDSInputError(
+                "the checkpoint holds another scheduler (kind or neural.train differs from this "
+                "run's); resume with the same config or give a new --output"
+            )
         if state["logit_memory"].shape != self.logit_memory.shape:
             raise ValueError(
                 f"scheduler state holds {state['logit_memory'].numel()} samples, this run has {self.n}"
@@ -304,6 +324,7 @@ class NeuralScheduler:
             setattr(self, key, state[key].clone())
         if self.cache is not None and "cache" in state:
             self.cache = state["cache"].clone()
+        self._needs_refresh = False
         self.step_count = int(state["step_count"])
         self.weight_count = int(state["weight_count"])
         self.generator.set_state(state["generator"])
@@ -322,6 +343,8 @@ class NeuralScheduler:
                 tmp / HEAD_FILE,
             )
             encoder_ref = self.encoder_ref
+            if Path(encoder_ref).exists():  # a local folder: usable from any directory
+                encoder_ref = str(Path(encoder_ref).resolve())
             if self.encoder_trained or self.encoder_inline:
                 model = self.encoder.model
                 if self.encoder_trained and self.settings.train == "lora":
@@ -380,3 +403,14 @@ def score_texts(
     for start in range(0, len(texts), batch_size):
         out.append(head(encoder(texts[start : start + batch_size])).squeeze(-1).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
+
+
+def _first_occurrences(index: torch.Tensor) -> torch.Tensor:
+    """Positions of the first occurrence of each distinct value of `index`, in order."""
+    seen: set[int] = set()
+    keep = []
+    for pos, i in enumerate(index.tolist()):
+        if i not in seen:
+            seen.add(i)
+            keep.append(pos)
+    return torch.tensor(keep, dtype=torch.long)

@@ -146,6 +146,13 @@ class ScalarScheduler:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "logits" not in state:
+            from bds.errors import BDSInputError
+
+            raise BDSInputError(
+                "the checkpoint holds another scheduler (kind differs from this run's); resume "
+                "with the same config or give a new --output"
+            )
         if state["logits"].shape != self.logits.shape:
             raise ValueError(
                 f"scheduler state holds {state['logits'].numel()} samples, this run has {self.n}"
