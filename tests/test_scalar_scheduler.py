@@ -154,5 +154,7 @@ def test_state_round_trip_continues_identically(inference, tmp_path):
     a.update(torch.tensor([0, 2, 3]), losses)
     b.update(torch.tensor([0, 2, 3]), losses)
     assert torch.equal(a.logits, b.logits)
-    with pytest.raises(ValueError, match="holds 20 samples, this run has 21"):
+    from bds.errors import BDSInputError
+
+    with pytest.raises(BDSInputError, match="holds 20 samples, this run's data 21"):
         scheduler(21).load_state_dict(a.state_dict())

@@ -30,6 +30,7 @@ from bds.errors import BDSInputError
 from bds.io import atomic_directory
 from bds.schedulers.config import SchedulerConfig
 from bds.schedulers.encoder import TextEncoder
+from bds.schedulers.state import check_checkpoint
 from bds.schedulers.transforms import log_prior, weights_from_logits
 
 SAVED_FORMAT = "bds-neural-scheduler"
@@ -308,15 +309,8 @@ class NeuralScheduler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         expected = {k for k, _ in self._named_trainable()}
-        if "logit_memory" not in state or set(state.get("trainable", {})) != expected:
-            raise BDSInputError(
-                "the checkpoint holds another scheduler (kind or neural.train differs from this "
-                "run's); resume with the same config or give a new --output"
-            )
-        if state["logit_memory"].shape != self.logit_memory.shape:
-            raise ValueError(
-                f"scheduler state holds {state['logit_memory'].numel()} samples, this run has {self.n}"
-            )
+        same_kind = "logit_memory" in state and set(state.get("trainable", {})) == expected
+        check_checkpoint(same_kind, state["logit_memory"].numel() if same_kind else 0, self.n)
         with torch.no_grad():
             for k, p in self._named_trainable():
                 p.copy_(state["trainable"][k])

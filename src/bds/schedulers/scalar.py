@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from bds.schedulers.config import ScalarSchedulerConfig
+from bds.schedulers.state import check_checkpoint
 from bds.schedulers.transforms import log_prior, weights_from_logits
 
 
@@ -146,17 +147,8 @@ class ScalarScheduler:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "logits" not in state:
-            from bds.errors import BDSInputError
-
-            raise BDSInputError(
-                "the checkpoint holds another scheduler (kind differs from this run's); resume "
-                "with the same config or give a new --output"
-            )
-        if state["logits"].shape != self.logits.shape:
-            raise ValueError(
-                f"scheduler state holds {state['logits'].numel()} samples, this run has {self.n}"
-            )
+        same_kind = "logits" in state
+        check_checkpoint(same_kind, state["logits"].numel() if same_kind else 0, self.n)
         with torch.no_grad():
             self.logits.copy_(state["logits"])
         self.step_count = int(state["step_count"])
