@@ -16,3 +16,10 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def environment() -> dict[str, Any]:
+    """The machine and the package versions, for a benchmark's protocol."""
+    from bds.training.outputs import package_versions
+
+    return {"machine": machine(), "versions": package_versions()}

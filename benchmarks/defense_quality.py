@@ -17,13 +17,12 @@ import json
 import shutil
 from pathlib import Path
 
-from common import machine
+from common import environment
 
 from bds.cli import packaged_config
 from bds.config import load_config
 from bds.demo import DemoOptions, apply_options, run_demo
 from bds.io import to_jsonable, write_json
-from bds.training.outputs import package_versions
 
 
 def headline(row: dict, metric: str) -> float | None:
@@ -109,8 +108,7 @@ def main() -> None:
             "methods": ["aligned (before the attack)", "sft", "bds"],
             "aligned_eval": "run once, at the first p, and copied to the others (it does not "
             "depend on p); its stage time appears only there",
-            "machine": machine(),
-            "versions": package_versions(),
+            **environment(),
         },
     }
     write_json(out / "defense_quality.json", to_jsonable(result))

@@ -23,14 +23,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import machine
+from common import environment
 
 from bds.cli import packaged_config
 from bds.config import load_config
 from bds.data.pipeline import PreparedData, prepare_data
 from bds.io import to_jsonable, write_json
 from bds.models import load_model, load_tokenizer
-from bds.training.outputs import package_versions
 from bds.training.trainer import train
 
 
@@ -141,8 +140,7 @@ def main() -> None:
             "steps_per_variant": args.steps,
             "timed_steps": args.steps - 1,
             "same_batches": "every variant uses train.seed, so the same user and alignment batches",
-            "machine": machine(),
-            "versions": package_versions(),
+            **environment(),
         },
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

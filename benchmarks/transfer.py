@@ -34,10 +34,9 @@ from bds.data.sources import load_source
 from bds.demo import DemoOptions, run_demo
 from bds.io import to_jsonable, write_json
 from bds.models import load_tokenizer
-from bds.training.outputs import package_versions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import environment  # noqa: E402
 from overhead import time_variant, variant  # noqa: E402
 
 AUDIT_SIZE = 300  # samples per source in each audit mix
@@ -153,8 +152,7 @@ def main() -> None:
         "audit_size_per_source": AUDIT_SIZE,
         "audit_excludes": "every sample id of the training D_ft",
         "timed_steps": args.steps - 1,
-        "machine": machine(),
-        "versions": package_versions(),
+        **environment(),
     }
     write_json(out / "transfer.json", to_jsonable(result))
     print(f"wrote {out / 'transfer.json'}")

@@ -97,13 +97,7 @@ def audit(
         raise BDSInputError("no samples to audit: the DATA arguments hold no records")
     encoder, head, meta = load_saved(scheduler_dir)
     texts = [sample_text(r) for r in records]
-    from tqdm.auto import tqdm
-
-    logits = []
-    step = 64
-    for start in tqdm(range(0, len(texts), step), desc="audit", unit="batch"):
-        logits.append(score_texts(encoder, head, texts[start : start + step]))
-    z = torch.cat(logits)
+    z = score_texts(encoder, head, texts, desc="audit")
     w = weights_from_logits(z, meta["transform"])
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,7 @@ def train(
     if frozen and scheduler_from is None:
         raise BDSInputError("--frozen needs --scheduler-from DIR (a saved neural scheduler)")
     if scheduler_from is not None:
-        from bds.schedulers.neural import load_saved
+        from bds.schedulers.neural import saved_meta
 
         if not cfg.train.uses_scheduler:
             raise BDSInputError(
@@ -105,7 +105,7 @@ def train(
                 "use --mode bds or bds-no-align"
             )
 
-        load_saved(scheduler_from)  # a wrong folder fails before any data or model loads
+        saved_meta(scheduler_from)  # a wrong folder fails before any data or model loads
         sched = cfg.train.scheduler
         sched.kind, sched.neural.init_from, sched.neural.frozen = "neural", scheduler_from, frozen
     result = run_training(cfg, output)

@@ -31,7 +31,7 @@ from bds.io import atomic_directory
 from bds.schedulers.config import SchedulerConfig
 from bds.schedulers.encoder import TextEncoder
 from bds.schedulers.state import check_checkpoint
-from bds.schedulers.transforms import log_prior, weights_from_logits
+from bds.schedulers.transforms import remembered_losses, weights_from_logits, with_priors
 
 SAVED_FORMAT = "bds-neural-scheduler"
 SAVED_CONFIG = "scheduler.json"
@@ -234,22 +234,14 @@ class NeuralScheduler:
         )
         if batch_only:  # mean over the batch; priors on the batch logits, same per-logit scale
             w = self._batch_weights(index, z)
-            u = (w * losses).mean()
-            for prior in self.cfg.priors:
-                u = u - log_prior(z, w, prior, self.cfg.init_logit) / len(z)
-            return u
+            return with_priors((w * losses).mean(), z, w, self.cfg, len(z))
         # A sample twice in one batch (an epoch boundary) counts once, as in the scalar scheduler.
         first = _first_occurrences(index)
         index, z, losses = index[first], z[first], losses[first]
-        self.loss_memory[index] = losses.float()
-        self.seen[index] = True
-        memory = torch.where(self.seen, self.loss_memory, self.loss_memory[self.seen].mean())
+        remembered = remembered_losses(self.loss_memory, self.seen, index, losses)
         full = torch.index_put(self._memory(), (index,), z)
         w = weights_from_logits(full, self.cfg.transform)
-        u = (w * memory).mean()
-        for prior in self.cfg.priors:
-            u = u - log_prior(full, w, prior, self.cfg.init_logit) / self.n
-        return u
+        return with_priors((w * remembered).mean(), full, w, self.cfg, self.n)
 
     def update(
         self, index: torch.Tensor, losses: torch.Tensor, record_average: bool = False
@@ -363,10 +355,8 @@ class NeuralScheduler:
         return folder
 
 
-def load_saved(folder: str | Path) -> tuple[TextEncoder, torch.nn.Linear, dict[str, Any]]:
-    """Encoder, head and metadata of a saved scheduler folder."""
-    from safetensors.torch import load_file
-
+def saved_meta(folder: str | Path) -> dict[str, Any]:
+    """The metadata of a saved scheduler folder (checked; nothing loaded)."""
     folder = Path(folder)
     meta_path = folder / SAVED_CONFIG
     if not meta_path.is_file():
@@ -381,6 +371,15 @@ def load_saved(folder: str | Path) -> tuple[TextEncoder, torch.nn.Linear, dict[s
         )
     ref = meta["encoder"]
     meta["encoder_path"] = str(folder / ref) if ref == ENCODER_SUBDIR else ref
+    return meta
+
+
+def load_saved(folder: str | Path) -> tuple[TextEncoder, torch.nn.Linear, dict[str, Any]]:
+    """Encoder, head and metadata of a saved scheduler folder."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta = saved_meta(folder)
     encoder = TextEncoder.load(meta["encoder_path"], meta["max_length"])
     head = torch.nn.Linear(encoder.dim, 1)
     head.load_state_dict(load_file(folder / HEAD_FILE))
@@ -390,11 +389,19 @@ def load_saved(folder: str | Path) -> tuple[TextEncoder, torch.nn.Linear, dict[s
 
 @torch.no_grad()
 def score_texts(
-    encoder: TextEncoder, head: torch.nn.Linear, texts: Sequence[str], batch_size: int = 32
+    encoder: TextEncoder,
+    head: torch.nn.Linear,
+    texts: Sequence[str],
+    batch_size: int = 32,
+    desc: str | None = None,
 ) -> torch.Tensor:
-    """Logits of `texts` under a saved scheduler (no training), on the CPU."""
+    """Logits of `texts` under a saved scheduler (no training), on the CPU; a progress bar
+    when `desc` is given."""
+    from tqdm.auto import tqdm
+
     out = []
-    for start in range(0, len(texts), batch_size):
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", disable=desc is None):
         out.append(head(encoder(texts[start : start + batch_size])).squeeze(-1).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 

@@ -42,7 +42,7 @@ import torch
 
 from bds.schedulers.config import ScalarSchedulerConfig
 from bds.schedulers.state import check_checkpoint
-from bds.schedulers.transforms import log_prior, weights_from_logits
+from bds.schedulers.transforms import remembered_losses, weights_from_logits, with_priors
 
 
 class ScalarScheduler:
@@ -94,15 +94,11 @@ class ScalarScheduler:
         """U(z) for one batch (differentiable in self.logits); `memory` also remembers losses."""
         w = weights_from_logits(self.logits, self.cfg.transform)
         if self.cfg.estimator == "memory":
-            self.loss_memory[index] = losses.float()
-            self.seen[index] = True
-            memory = torch.where(self.seen, self.loss_memory, self.loss_memory[self.seen].mean())
-            u = (w * memory).mean()
+            remembered = remembered_losses(self.loss_memory, self.seen, index, losses)
+            data = (w * remembered).mean()
         else:
-            u = (w[index] * losses.to(w.dtype)).mean()
-        for prior in self.cfg.priors:
-            u = u - log_prior(self.logits, w, prior, self.cfg.init_logit) / self.n
-        return u
+            data = (w[index] * losses.to(w.dtype)).mean()
+        return with_priors(data, self.logits, w, self.cfg, self.n)
 
     def update(
         self, index: torch.Tensor, losses: torch.Tensor, record_average: bool = False

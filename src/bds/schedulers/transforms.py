@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from bds.schedulers.config import PriorConfig
+    from bds.schedulers.config import PriorConfig, SchedulerConfig
 
 from bds.schedulers.config import Transform  # noqa: E402
 
@@ -29,6 +29,27 @@ def weights_from_logits(z: torch.Tensor, transform: Transform) -> torch.Tensor:
 def logit_for_unit_weight(transform: Transform) -> float:
     """The logit at which a sample's weight is 1 (for any N under softmax if all equal)."""
     return 1.0 if transform == "identity" else 0.0
+
+
+def remembered_losses(
+    memory: torch.Tensor, seen: torch.Tensor, index: torch.Tensor, losses: torch.Tensor
+) -> torch.Tensor:
+    """Write the batch's losses into the per-sample memory (in place) and return every
+    sample's latest loss; samples never visited stand at the mean of the visited."""
+    memory[index] = losses.float()
+    seen[index] = True
+    return torch.where(seen, memory, memory[seen].mean())
+
+
+def with_priors(
+    data_term: torch.Tensor, z: torch.Tensor, w: torch.Tensor, cfg: SchedulerConfig, scale: int
+) -> torch.Tensor:
+    """The energy: data term minus the log-priors over the logits z, divided by `scale`
+    (the number of samples the data term averages over)."""
+    u = data_term
+    for prior in cfg.priors:
+        u = u - log_prior(z, w, prior, cfg.init_logit) / scale
+    return u
 
 
 def log_prior(z: torch.Tensor, w: torch.Tensor, prior: PriorConfig, z0: float) -> torch.Tensor:

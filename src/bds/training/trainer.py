@@ -140,12 +140,15 @@ class _Run:
             max(len(self.align), 1), self.tc.alignment_batch_size, self.tc.seed + 1
         )
         self.scheduler = (
-            build_scheduler(self.tc.scheduler, [s.id for s in self.user], self.data.finetune)
+            build_scheduler(
+                self.tc.scheduler,
+                [s.id for s in self.user],
+                self.data.finetune,
+                self.accelerator.device,
+            )
             if self.tc.uses_scheduler
             else None
         )
-        if hasattr(self.scheduler, "to"):  # the neural scheduler's encoder joins the model
-            self.scheduler.to(self.accelerator.device)
         self.average_from = self.total_steps - self.tc.scheduler.average_last
         self.trajectory: dict[int, list[float]] = {}
 
@@ -457,7 +460,7 @@ class _Run:
                     self.scheduler.all_logits().tolist(),
                     self.trajectory,
                 )
-                if hasattr(self.scheduler, "save"):  # neural: a reusable, self-contained folder
+                if self.tc.scheduler.kind == "neural":  # a reusable, self-contained folder
                     self.scheduler.save(out / "scheduler")
                 summary["weights"] = weight_summary(sources, weights)
             summary.update(
