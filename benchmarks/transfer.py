@@ -77,7 +77,8 @@ def main() -> None:
 
     # 1. defense quality (also trains the neural scheduler)
     if args.skip_defense:
-        from bds.demo import align_stage, attack_stage
+        from bds.align import align_stage
+        from bds.demo import attack_stage
 
         data = prepare_data(cfg.data)
         aligned = align_stage(cfg, data, demo_dir, print)

@@ -117,6 +117,29 @@ class DataConfig:
 
 
 @dataclass
+class AlignConfig:
+    """How `bds demo` aligns the base model before the attack: SFT on `data.alignment`
+    (D_safe), plus an optional retain set of benign requests so the model learns when to
+    refuse rather than to refuse everything.
+
+    retain_answers: base-model (the base model's own greedy answers, generated once in
+    `retain_template` with `retain_max_new_tokens`; self-distillation) or given (the
+    source's responses).
+    """
+
+    retain: SourceConfig | None = None
+    retain_answers: Literal["base-model", "given"] = "base-model"
+    retain_template: Literal["alpaca", "chat"] = "chat"
+    retain_max_new_tokens: int = 80
+
+    def validate(self) -> None:
+        if self.retain_max_new_tokens < 1:
+            raise FieldError(
+                "retain_max_new_tokens", f"must be >= 1, got {self.retain_max_new_tokens}"
+            )
+
+
+@dataclass
 class RunConfig:
     """A whole run. Sections for training and evaluation join as they are built."""
 
@@ -124,6 +147,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
     output_dir: str | None = None
 
 

@@ -14,16 +14,14 @@ missing one):
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bds.assets import cache_dir
+from bds.align import align_stage
 from bds.config import RunConfig
 from bds.data.pipeline import PreparedData, prepare_data
-from bds.io import atomic_directory, to_jsonable
 
 METHODS = ("sft", "mix", "bds", "bds-no-align", "bds-neural")
 NEURAL_METHOD = "bds-neural"  # bds with the amortized neural scheduler
@@ -113,42 +111,6 @@ class StageClock:
 # ------------------------------------------------------------------ stages -------------
 
 
-def align_stage(cfg: RunConfig, data: PreparedData, out: Path, log: Any) -> Path:
-    """A safety-aligned model: the base fine-tuned (SFT) on D_safe, adapter merged."""
-    from bds.training.trainer import train
-
-    acfg = copy.deepcopy(cfg)
-    acfg.train.mode = "sft"
-    acfg.train.safety_agnostic = False
-    key = _digest(
-        {
-            "model": acfg.model,
-            "data": [r.to_dict() for r in data.alignment],
-            "train": _alignment_settings(acfg.train),
-        }
-    )
-    target = cache_dir() / "aligned" / key
-    if (target / "config.json").is_file():
-        log(f"align: reusing {target}")
-        return target
-    log(f"align: fine-tuning {cfg.model.name} on {len(data.alignment)} alignment samples")
-    align_data = PreparedData(list(data.alignment), [], data.mix, data.sources)
-    result = train(acfg, out / "align", data=align_data)
-    from peft import PeftModel
-
-    from bds.models import load_model, load_tokenizer
-
-    base = load_model(cfg.model)
-    merged = PeftModel.from_pretrained(base, str(result.output_dir / "adapter")).merge_and_unload()
-    with atomic_directory(target) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        load_tokenizer(cfg.model).save_pretrained(tmp)
-        (tmp / "bds_alignment.json").write_text(
-            json.dumps(to_jsonable({"base": cfg.model.name, "train": acfg.train}), indent=2)
-        )
-    return target
-
-
 def attack_stage(
     cfg: RunConfig, data: PreparedData, aligned: Path, method: str, out: Path, log: Any
 ) -> Path:
@@ -183,29 +145,3 @@ def eval_stage(cfg: RunConfig, aligned: Path, adapter: Path | None, out: Path, l
     model_cfg.name = str(aligned)
     log(f"eval: {out.name}")
     return run_eval(model_cfg, ev, ev.template or cfg.data.template, out, log=log)
-
-
-# Train settings an SFT run on D_safe does not read: changing them keeps the cached model.
-_NOT_ALIGNMENT = (
-    "mode",
-    "scheduler",
-    "safety_agnostic",
-    "reference_weights",
-    "scheduler_losses",
-    "alignment_batch_size",
-    "one_pass",
-    "log_steps",
-    "trajectory_steps",
-    "save_steps",
-    "report_to",
-)
-
-
-def _alignment_settings(train: Any) -> dict[str, Any]:
-    settings = to_jsonable(train)
-    return {k: v for k, v in settings.items() if k not in _NOT_ALIGNMENT}
-
-
-def _digest(obj: Any) -> str:
-    text = json.dumps(to_jsonable(obj), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]

