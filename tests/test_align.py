@@ -122,9 +122,7 @@ def test_retain_given_answers_are_used_as_they_are(align_config):
     assert [r.response for r in kept] == [f"given {i}" for i in range(5)] and notes == []
 
 
-def test_align_stage_trains_on_the_retain_set_and_caches_by_it(
-    align_config, monkeypatch, tmp_path
-):
+def test_align_stage_trains_on_the_retain_set_and_caches_by_it(align_config, monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr("bds.eval.generate.generate", fake_generate(calls))
     data = prepare_data(align_config.data)

@@ -43,6 +43,8 @@ def align_stage(cfg: RunConfig, data: PreparedData, out: Path, log: Any = print)
     acfg = copy.deepcopy(cfg)
     acfg.train.mode = "sft"
     acfg.train.safety_agnostic = False
+    acfg.train.lr = cfg.align.lr or cfg.train.lr
+    acfg.train.epochs = cfg.align.epochs or cfg.train.epochs
     requests = retain_requests(cfg)
     spec: dict[str, Any] = {
         "model": acfg.model,

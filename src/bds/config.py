@@ -124,15 +124,22 @@ class AlignConfig:
 
     retain_answers: base-model (the base model's own greedy answers, generated once in
     `retain_template` with `retain_max_new_tokens`; self-distillation) or given (the
-    source's responses).
+    source's responses). lr / epochs: the alignment SFT's own (default: train's), so the
+    attack's settings can change without re-aligning.
     """
 
     retain: SourceConfig | None = None
     retain_answers: Literal["base-model", "given"] = "base-model"
     retain_template: Literal["alpaca", "chat"] = "chat"
     retain_max_new_tokens: int = 80
+    lr: float | None = None
+    epochs: int | None = None
 
     def validate(self) -> None:
+        if self.lr is not None and self.lr <= 0:
+            raise FieldError("lr", f"must be > 0, got {self.lr}")
+        if self.epochs is not None and self.epochs < 1:
+            raise FieldError("epochs", f"must be >= 1, got {self.epochs}")
         if self.retain_max_new_tokens < 1:
             raise FieldError(
                 "retain_max_new_tokens", f"must be >= 1, got {self.retain_max_new_tokens}"
