@@ -2,8 +2,9 @@
 
 Stages, each leaving files that mark it done (an interrupted demo resumes at the first
 missing one):
-  1. align   fine-tune the base model on the alignment set, merge the adapter (cached in
-             $BDS_CACHE/aligned/<key>, reused by later demos with the same settings);
+  1. align   fine-tune the base model on the alignment set (+ the retain set of `align:`),
+             merge the adapter (bds/align.py; cached in $BDS_CACHE/aligned/<key>, reused
+             by later demos with the same settings);
   2. attack  fine-tune the aligned model on the user data (harmful ratio p), once per
              method: sft, bds, ...          -> OUTPUT/attack-<method>/
   3. eval    harmful score, sentiment accuracy and over-refusal of the aligned model and
