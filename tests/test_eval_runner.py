@@ -87,6 +87,7 @@ def test_demo_eval_section():
         ),
         ("metrics: [harmful_score, bleu]", "eval.metrics: must be one of"),
         ("harmful_score: {max_new_tokens: 0}", "eval.harmful_score.max_new_tokens: must be >= 1"),
+        ("dtype: half", "eval.dtype: must be one of"),
     ],
 )
 def test_eval_section_errors_name_file_line_and_key(tmp_path, section, fragment):
@@ -144,6 +145,18 @@ def test_results_hold_generations_verdicts_scores_and_protocol(tiny_folder, tmp_
     assert protocol["metrics"]["finetune_accuracy"]["task_metric"] == "label"
     assert protocol["judges"][0]["name"] == "keyword" and protocol["judges"][0]["phrases"]
     assert protocol["versions"]["torch"] and protocol["versions"]["transformers"]
+
+
+def test_eval_dtype_sets_the_precision_the_model_generates_in(tiny_folder, tmp_path):
+    rows = [{"instruction": "Sentiment?", "input": "a fine day", "response": "positive"}]
+    ev = local_eval(tmp_path, rows, "label")
+    ev.metrics = ["finetune_accuracy"]
+    ev.dtype = "bfloat16"
+    results = run_eval(ModelConfig(name=str(tiny_folder)), ev, "alpaca", tmp_path / "bf16")
+    assert results["protocol"]["model"]["dtype"] == "bfloat16"
+    assert ev.generation_model(ModelConfig(name="m")).dtype == "bfloat16"
+    ev.dtype = "model"
+    assert ev.generation_model(ModelConfig(name="m", dtype="float16")).dtype == "float16"
 
 
 def test_alpaca_eval_export_and_number_metric(tiny_folder, tmp_path):

@@ -57,6 +57,7 @@ def align_stage(cfg: RunConfig, data: PreparedData, out: Path, log: Any = print)
             "answers": cfg.align.retain_answers,
             "template": cfg.align.retain_template,
             "max_new_tokens": cfg.align.retain_max_new_tokens,
+            "generation": {"batch_size": cfg.eval.batch_size, "dtype": cfg.eval.dtype},
         }
     target = cache_dir() / "aligned" / _digest(spec)
     if (target / "config.json").is_file():
@@ -126,7 +127,7 @@ def answer_retain_requests(
     from bds.eval.generate import generate, load_generator
 
     log(f"align: the base model answers {len(requests)} retain requests (once, then cached)")
-    model, tokenizer = load_generator(cfg.model)
+    model, tokenizer = load_generator(cfg.eval.generation_model(cfg.model))
     answers = generate(
         model,
         tokenizer,

@@ -6,8 +6,9 @@ defaults are the embedded default's protocol, sized to run in minutes on a lapto
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from bds.errors import FieldError
 
@@ -140,7 +141,9 @@ class EvalConfig:
 
     `judges`: every judge scores HS; the first is the headline. Over-refusal uses the ones
     that detect refusals. `template`: defaults to the run's data.template (the model is asked
-    in the format it was fine-tuned in). Generation is greedy and seeded.
+    in the format it was fine-tuned in). Generation is greedy and seeded. `dtype`: the
+    precision the model generates in (`model`: as model.dtype loads it); bfloat16 runs about
+    2x faster on CPUs with bf16 support and changes some answers, as any precision does.
     """
 
     metrics: list[MetricName] = field(default_factory=lambda: list(METRICS))
@@ -151,7 +154,14 @@ class EvalConfig:
     adapter: str | None = None
     template: Literal["alpaca", "chat"] | None = None
     batch_size: int = 8
+    dtype: Literal["model", "float32", "bfloat16", "float16"] = "model"
     seed: int = 42
+
+    def generation_model(self, model: Any) -> Any:
+        """The model config to generate with: `model` in this section's precision."""
+        if self.dtype == "model":
+            return model
+        return dataclasses.replace(model, dtype=self.dtype)
 
     def validate(self) -> None:
         from bds.eval.judges import REFUSAL_JUDGES

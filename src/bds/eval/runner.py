@@ -105,6 +105,7 @@ def run_eval(
     from bds.eval.generate import generate, load_generator
 
     started = time.time()
+    model_cfg = ev.generation_model(model_cfg)
     output_dir = Path(output_dir)
     sets = load_prompt_sets(ev, base_dir)
     device = "cuda" if torch.cuda.is_available() else None
@@ -261,7 +262,7 @@ def _results(
         "protocol": {
             "model": {
                 "name": model_cfg.name,
-                "dtype": model_cfg.dtype,
+                "dtype": model_cfg.dtype,  # the precision it generated in (eval.dtype)
                 "revision": model_cfg.revision,
                 "adapter": ev.adapter,
             },
