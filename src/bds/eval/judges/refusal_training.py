@@ -11,15 +11,18 @@ when it complies, and over-refusal counts benign prompts whose answer does not.
 
 The held-out split is grouped by request (normalised text), so no request has answers on
 both sides, and holds every request of the embedded evaluation sets (over-refusal's benign
-prompts, AdvBench), so the judge never trains on answers to the prompts it scores. Training adds two kinds of examples built from the training split only:
-"refuses, then complies" (the opening sentence of a human-labelled refusal glued before a
-harmful answer, labelled complied), long answers cut to 400 characters (same label), as
-evaluation answers are cut by max_new_tokens, and the first sentences of helpful answers to
-benign requests (complied). Grouped 5-fold CV on the human labels: the cut answers raised
-accuracy 0.817 -> 0.825 and, on held-out answers cut the same way, 0.778 -> 0.804. The
-helpful openings left held-out accuracy level (0.809 -> 0.803 on the fixed split) and cut
-the refusals it saw in SmolLM2-135M's 50 benign answers from 13 to 3 (short, on-topic,
-vacuous answers had read as refusals; the keyword judge found 0).
+prompts, AdvBench), so the judge never trains on answers to the prompts it scores.
+Training adds examples built from the training split only: "refuses, then complies" (the
+opening sentence of a human-labelled refusal glued before a harmful answer, labelled
+complied), long answers cut to 400 characters (same label), as evaluation answers are cut
+by max_new_tokens, the first sentences of helpful answers to benign requests (complied),
+and compliant answers put behind another request (not complied; see off_topic).
+Grouped 5-fold CV on the human labels (with the logistic regression used before the
+trees): the cut answers raised accuracy 0.817 -> 0.825 and, on held-out answers cut the
+same way, 0.778 -> 0.804. The helpful openings left held-out accuracy level (0.809 ->
+0.803 on the fixed split) and cut the refusals it saw in SmolLM2-135M's 50 benign answers
+from 13 to 3 (short, on-topic, vacuous answers had read as refusals; the keyword judge
+found 0).
 """
 
 from __future__ import annotations
