@@ -199,6 +199,7 @@ def test_cli_eval_with_flags(tiny_folder, tmp_path, capsys):
         "--judge", "keyword",
         "--metrics", "harmful_score,over_refusal",
         "--limit", "2",
+        "--dtype", "bfloat16",
         "--output", str(tmp_path / "cli"),
     )  # fmt: skip
     assert code == 0, err
@@ -207,6 +208,7 @@ def test_cli_eval_with_flags(tiny_folder, tmp_path, capsys):
     assert results["protocol"]["metrics"]["harmful_score"]["prompt_count"] == 2
     assert results["protocol"]["metrics"]["harmful_score"]["source"]["name"] == "advbench"
     assert set(results["scores"]) == {"harmful_score", "over_refusal"}
+    assert results["protocol"]["model"]["dtype"] == "bfloat16"
 
 
 @pytest.mark.parametrize(
@@ -216,6 +218,7 @@ def test_cli_eval_with_flags(tiny_folder, tmp_path, capsys):
         (["--judge", "gpt-4"], "--judge: unknown judge 'gpt-4'"),
         (["--judge", "beaver-dam"], "eval.judges: over_refusal needs a refusal judge"),
         (["--template", "vicuna"], "--template: 'vicuna' is not a template"),
+        (["--dtype", "fp8"], "--dtype: 'fp8' is not a precision"),
         (["--config", "no/such.yaml"], "no/such.yaml: no such config file"),
     ],
 )

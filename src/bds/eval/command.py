@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bds.errors import BDSInputError, FieldError
-from bds.eval.config import METRICS, EvalConfig, JudgeConfig
+from bds.eval.config import DTYPES, METRICS, EvalConfig, JudgeConfig
 
 console = Console()
 
@@ -39,6 +39,10 @@ def eval_command(
         str | None, typer.Option(help="Prompt template: alpaca or chat (default: the config's).")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Generation batch size.")] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(help="Generation precision: model, float32, bfloat16 or float16."),
+    ] = None,
 ) -> None:
     """Harmful score, fine-tune accuracy and over-refusal, written to OUTPUT/results.json."""
     from bds.config import ModelConfig, load_config
@@ -51,7 +55,7 @@ def eval_command(
         model_cfg, ev, run_template = ModelConfig(), EvalConfig(), "alpaca"
     if model is not None:
         model_cfg = dataclasses.replace(model_cfg, name=model)
-    ev = apply_flags(ev, adapter, metrics, judge, limit, template, batch_size)
+    ev = apply_flags(ev, adapter, metrics, judge, limit, template, batch_size, dtype)
     chosen_template = ev.template or run_template
 
     results = run_eval(
@@ -69,6 +73,7 @@ def apply_flags(
     limit: int | None = None,
     template: str | None = None,
     batch_size: int | None = None,
+    dtype: str | None = None,
 ) -> EvalConfig:
     """`ev` with command-line overrides applied and validated (BDSInputError names the flag)."""
     changes: dict[str, Any] = {}
@@ -91,6 +96,10 @@ def apply_flags(
         changes["template"] = template
     if batch_size is not None:
         changes["batch_size"] = batch_size
+    if dtype is not None:
+        if dtype not in DTYPES:
+            raise BDSInputError(f"--dtype: {dtype!r} is not a precision; use {', '.join(DTYPES)}")
+        changes["dtype"] = dtype
     if limit is not None:
         for section, key in (
             ("harmful_score", "prompts"),

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from bds.errors import FieldError
 
+GenerationDtype = Literal["model", "float32", "bfloat16", "float16"]
+DTYPES: tuple[str, ...] = ("model", "float32", "bfloat16", "float16")
 MetricName = Literal["harmful_score", "finetune_accuracy", "over_refusal"]
 METRICS: tuple[str, ...] = ("harmful_score", "finetune_accuracy", "over_refusal")
 TaskMetric = Literal["auto", "label", "number", "alpaca-eval"]
@@ -154,7 +156,7 @@ class EvalConfig:
     adapter: str | None = None
     template: Literal["alpaca", "chat"] | None = None
     batch_size: int = 8
-    dtype: Literal["model", "float32", "bfloat16", "float16"] = "model"
+    dtype: GenerationDtype = "model"
     seed: int = 42
 
     def generation_model(self, model: Any) -> Any:
