@@ -1,5 +1,6 @@
 """The alignment stage's retain set: composed requests, self-distilled answers, cache key."""
 
+import dataclasses
 import json
 
 import pytest
@@ -140,3 +141,34 @@ def test_align_stage_trains_on_the_retain_set_and_caches_by_it(align_config, mon
     align_config.align.retain = None
     assert align_stage(align_config, data, tmp_path / "out3", logs.append) != folder
     assert len(calls) == 1
+
+
+def test_attack_alignment_set_takes_the_retain_samples_when_asked(
+    align_config, tmp_path, monkeypatch
+):
+    from bds.demo import attack_stage
+
+    aligned = tmp_path / "aligned"
+    aligned.mkdir()
+    retain = [
+        Record(f"everyday/{i}", f"request {i}", f"answer {i}", source="benign") for i in range(3)
+    ]
+    (aligned / "retain.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in retain))
+    seen = {}
+
+    def fake_train(cfg, run_dir, data):
+        seen[cfg.train.mode] = data.alignment
+
+    monkeypatch.setattr("bds.training.trainer.train", fake_train)
+    data = prepare_data(align_config.data)
+    attack_stage(align_config, data, aligned, "bds", tmp_path / "off", lambda *_: None)
+    assert seen["bds"] == data.alignment  # default: D_safe alone, as in the paper
+    align_config.align.retain_in_alignment_set = True
+    for method in ("bds", "mix", "sft"):
+        attack_stage(align_config, data, aligned, method, tmp_path / "on", lambda *_: None)
+    assert (
+        seen["bds"]
+        == seen["mix"]
+        == list(data.alignment) + [dataclasses.replace(r, source="safe") for r in retain]
+    )
+    assert seen["sft"] == data.alignment  # plain SFT trains on no alignment set anyway

@@ -97,6 +97,16 @@ def align_stage(cfg: RunConfig, data: PreparedData, out: Path, log: Any = print)
     return target
 
 
+def saved_retain(aligned: Path) -> list[Record]:
+    """The retain samples an aligned model was trained on (empty if it had none), labelled
+    `safe`: provider data, as D_safe is."""
+    path = aligned / RETAIN_FILE
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [Record(**{**row, "source": "safe"}) for row in rows]
+
+
 def retain_requests(cfg: RunConfig) -> list[Record]:
     """The retain set's requests (with their own answers when `retain_answers: given`)."""
     from bds.data.sources import load_source

@@ -125,7 +125,10 @@ class AlignConfig:
     retain_answers: base-model (the base model's own greedy answers, generated once in
     `retain_template` with `retain_max_new_tokens`; self-distillation) or given (the
     source's responses). lr / epochs: the alignment SFT's own (default: train's), so the
-    attack's settings can change without re-aligning.
+    attack's settings can change without re-aligning. retain_in_alignment_set: the attack's
+    alignment set (what BDS and Mix train on beside the user data) is D_safe plus the retain
+    samples, all the data the model was aligned on; off (default): D_safe alone, as in the
+    paper.
     """
 
     retain: SourceConfig | None = None
@@ -134,6 +137,7 @@ class AlignConfig:
     retain_max_new_tokens: int = 80
     lr: float | None = None
     epochs: int | None = None
+    retain_in_alignment_set: bool = False
 
     def validate(self) -> None:
         if self.lr is not None and self.lr <= 0:

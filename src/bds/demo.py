@@ -15,12 +15,13 @@ missing one):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bds.align import align_stage
+from bds.align import align_stage, saved_retain
 from bds.config import RunConfig
 from bds.data.pipeline import PreparedData, prepare_data
 
@@ -130,6 +131,13 @@ def attack_stage(
     if tcfg.train.mode not in ("bds", "bds-no-align"):
         tcfg.train.safety_agnostic = False
     log(f"attack ({method}): {data.mix.n_harmful} harmful + {data.mix.n_benign} benign samples")
+    if cfg.align.retain_in_alignment_set and tcfg.train.mode in ("bds", "mix"):
+        retain = saved_retain(aligned)
+        log(
+            f"attack ({method}): alignment set = {len(data.alignment)} D_safe + "
+            f"{len(retain)} retain samples"
+        )
+        data = dataclasses.replace(data, alignment=list(data.alignment) + retain)
     train(tcfg, run_dir, data=data)
     return run_dir
 
