@@ -60,12 +60,19 @@ def main() -> None:
     parser.add_argument("--output", default="runs/bench/quality")
     parser.add_argument("--ps", default="0.1,0.2,0.5")
     parser.add_argument("--reuse", action="append", default=[], help="P=DIR, a finished demo")
+    parser.add_argument(
+        "--retain-in-alignment-set",
+        action="store_true",
+        help="align.retain_in_alignment_set: BDS also trains on the retain samples",
+    )
     args = parser.parse_args()
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     reuse = dict(item.split("=", 1) for item in args.reuse)
     base = load_config(args.config)
+    if args.retain_in_alignment_set:
+        base.align.retain_in_alignment_set = True
     per_p = {}
     first_folder = None
     for p in (float(x) for x in args.ps.split(",")):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from bds.errors import FieldError
 
 GenerationDtype = Literal["model", "float32", "bfloat16", "float16"]
-DTYPES: tuple[str, ...] = ("model", "float32", "bfloat16", "float16")
+DTYPES: tuple[str, ...] = get_args(GenerationDtype)
 MetricName = Literal["harmful_score", "finetune_accuracy", "over_refusal"]
 METRICS: tuple[str, ...] = ("harmful_score", "finetune_accuracy", "over_refusal")
 TaskMetric = Literal["auto", "label", "number", "alpaca-eval"]
