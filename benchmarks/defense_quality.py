@@ -62,8 +62,10 @@ def main() -> None:
     parser.add_argument("--reuse", action="append", default=[], help="P=DIR, a finished demo")
     parser.add_argument(
         "--retain-in-alignment-set",
-        action="store_true",
-        help="align.retain_in_alignment_set: BDS also trains on the retain samples",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="override align.retain_in_alignment_set (demo.yaml: on; off = D_safe alone, "
+        "the paper's alignment set)",
     )
     args = parser.parse_args()
 
@@ -71,8 +73,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     reuse = dict(item.split("=", 1) for item in args.reuse)
     base = load_config(args.config)
-    if args.retain_in_alignment_set:
-        base.align.retain_in_alignment_set = True
+    if args.retain_in_alignment_set is not None:
+        base.align.retain_in_alignment_set = args.retain_in_alignment_set
     per_p = {}
     first_folder = None
     for p in (float(x) for x in args.ps.split(",")):

@@ -158,3 +158,44 @@ def test_runs_with_different_precisions_in_one_process(tmp_path):
     run(tmp_path, "fp32", mode="sft", epochs=1)
     result = run(tmp_path, "bf16", mode="sft", epochs=1, mixed_precision="bf16")
     assert result.summary["steps"] == 10
+
+
+def _adapter(result):
+    return load_file(result.output_dir / "adapter" / "adapter_model.safetensors")
+
+
+def test_projecting_only_response_positions_trains_the_same_model(tmp_path, monkeypatch):
+    from bds.training import trainer
+
+    fast = run(tmp_path, "fast", epochs=1)
+    assert fast.summary["vocab_projection"] == "response positions"
+    monkeypatch.setattr(trainer._Run, "_head_is_plain", lambda self, model, batch: False)
+    every = run(tmp_path, "every", epochs=1)
+    assert every.summary["vocab_projection"] == "all"
+    a, b = _adapter(fast), _adapter(every)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    wa = read_weights_table(fast.output_dir / "weights.csv")
+    wb = read_weights_table(every.output_dir / "weights.csv")
+    assert [float(r["weight"]) for r in wa] == pytest.approx(
+        [float(r["weight"]) for r in wb], rel=1e-4
+    )
+
+
+def test_a_model_that_rescales_its_logits_projects_every_position(tmp_path):
+    model, tok = make_model_and_tokenizer()
+
+    def halve_logits(module, inputs, output):  # as Gemma 2's soft-capping or Cohere's scale
+        output.logits = output.logits * 0.5
+        return output
+
+    model.register_forward_hook(halve_logits)
+    result = train(
+        make_config(epochs=1, mode="sft"),
+        tmp_path / "run",
+        model=model,
+        tokenizer=tok,
+        data=make_data(),
+        progress=False,
+    )
+    assert result.summary["vocab_projection"] == "all"

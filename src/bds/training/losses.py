@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -39,6 +41,25 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     ).view(shift_labels.shape)
     mask = (shift_labels != IGNORE_INDEX).to(ce.dtype)
     return (ce * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
+def response_losses(hidden: torch.Tensor, labels: torch.Tensor, lm_head: Any) -> torch.Tensor:
+    """per_sample_loss, projecting to the vocabulary only the positions that predict a
+    response token: shape [batch].
+
+    `hidden` is the model's final hidden state [batch, seq, dim] (after the last norm).
+    Responses are a small part of most samples (an SST-2 sample is ~90 prompt tokens and 2
+    answer tokens), and on a 49k-token vocabulary the projection and its softmax are a large
+    part of a small model's step: this skips them for every prompt and padding position.
+    Exact only where logits = lm_head(hidden); the trainer checks that once per model.
+    """
+    targets = labels[:, 1:]
+    picked = targets != IGNORE_INDEX
+    logits = lm_head(hidden[:, :-1][picked])
+    ce = F.cross_entropy(logits.float(), targets[picked], reduction="none")
+    rows = picked.nonzero()[:, 0]
+    total = torch.zeros(labels.size(0), dtype=ce.dtype, device=ce.device).index_add(0, rows, ce)
+    return total / picked.sum(dim=1).clamp_min(1).to(ce.dtype)
 
 
 def weighted_objective(

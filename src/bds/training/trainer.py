@@ -31,7 +31,12 @@ from bds.schedulers.factory import build_scheduler
 from bds.training import checkpoint as ckpt
 from bds.training.batching import StepSampler, collate
 from bds.training.config import TrainConfig
-from bds.training.losses import per_sample_loss, weighted_objective
+from bds.training.losses import (
+    per_sample_loss,
+    positions_to_keep,
+    response_losses,
+    weighted_objective,
+)
 from bds.training.outputs import package_versions, weight_summary, write_weights_table
 
 REFERENCE_ADAPTER = "reference"  # theta_ref of the safety-agnostic term
@@ -151,6 +156,8 @@ class _Run:
         )
         self.average_from = self.total_steps - self.tc.scheduler.average_last
         self.trajectory: dict[int, list[float]] = {}
+        self.plain_head: bool | None = None  # decided on the first batch (_head_is_plain)
+        self.lm_head: Any = None
 
         self._build_model(model)
 
@@ -318,19 +325,50 @@ class _Run:
         device = self.accelerator.device
         if self.tc.one_pass or not align:
             batch = {k: v.to(device) for k, v in collate(user + align, pad).items()}
-            losses = per_sample_loss(self._forward(self.model, batch), batch["labels"])
+            losses = self._sample_losses(self.model, batch)
             return losses[: len(user)], (losses[len(user) :] if align else None)
         parts = []
         for group in (user, align):
             batch = {k: v.to(device) for k, v in collate(group, pad).items()}
-            parts.append(per_sample_loss(self._forward(self.model, batch), batch["labels"]))
+            parts.append(self._sample_losses(self.model, batch))
         return parts[0], parts[1]
 
-    def _forward(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _sample_losses(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-sample response losses [batch], projecting to the vocabulary only where the
+        loss reads (response positions) when the model allows it (see _head_is_plain)."""
+        if self.plain_head is None:
+            self.plain_head = self._head_is_plain(model, batch)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         with self.accelerator.autocast():
-            return model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
+            if self.plain_head:
+                out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
+                return response_losses(out.hidden_states[-1], batch["labels"], self.lm_head)
+            keep = positions_to_keep(batch["labels"])
+            return per_sample_loss(model(**inputs, logits_to_keep=keep).logits, batch["labels"])
+
+    def _head_is_plain(self, model: Any, batch: dict[str, torch.Tensor]) -> bool:
+        """Whether logits = lm_head(last hidden state) for this model, checked on one batch.
+
+        True for Llama-style models; false where the model rescales or soft-caps its logits
+        (Gemma 2, Cohere, Granite...) or does not return hidden states, and then every
+        position is projected as usual (slower, same losses).
+        """
+        self.lm_head = self.peft_model.get_output_embeddings()
+        if self.lm_head is None:
+            return False
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        was_training = model.training
+        model.eval()  # no dropout: both ways must see the same network
+        try:
+            with torch.no_grad(), self.accelerator.autocast():
+                out = model(**inputs, output_hidden_states=True)
+                full = per_sample_loss(out.logits, batch["labels"])
+                fast = response_losses(out.hidden_states[-1], batch["labels"], self.lm_head)
+        except (TypeError, ValueError, AttributeError, IndexError):
+            return False
+        finally:
+            model.train(was_training)
+        return bool(torch.allclose(full, fast, rtol=1e-3, atol=1e-3))
 
     def _reference_step(self, user: list[TokenizedSample], weights: torch.Tensor) -> torch.Tensor:
         """Fit theta_ref (a second adapter) to the weighted user batch without D_safe.
@@ -344,7 +382,7 @@ class _Run:
         }
         self._activate(REFERENCE_ADAPTER)
         try:
-            losses = per_sample_loss(self._forward(self.peft_model, batch), batch["labels"])
+            losses = self._sample_losses(self.peft_model, batch)
             if self.tc.reference_weights == "uniform":
                 losses.mean().backward()
             else:
@@ -470,6 +508,7 @@ class _Run:
                     "resumed_from_step": start,
                     "processes": acc.num_processes,
                     "wall_seconds": round(seconds, 2),
+                    "vocab_projection": "response positions" if self.plain_head else "all",
                     "mean_step_seconds": round(
                         sum(step_times[1:]) / max(len(step_times) - 1, 1), 4
                     ),
