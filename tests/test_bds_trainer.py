@@ -199,3 +199,20 @@ def test_a_model_that_rescales_its_logits_projects_every_position(tmp_path):
         progress=False,
     )
     assert result.summary["vocab_projection"] == "all"
+
+
+def test_eager_attention_trains_the_same_model_in_float32(tmp_path):
+    default = run(tmp_path, "sdpa", mode="mix", epochs=1)
+    model, tok = make_model_and_tokenizer()
+    eager = train(
+        make_config(mode="mix", epochs=1, attn_implementation="eager"),
+        tmp_path / "eager",
+        model=model,
+        tokenizer=tok,
+        data=make_data(),
+        progress=False,
+    )
+    assert model.config._attn_implementation == "eager"
+    a, b = _adapter(default), _adapter(eager)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4), k

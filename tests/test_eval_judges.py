@@ -132,9 +132,62 @@ def test_refusal_classifier_cache_is_safetensors_and_json(tmp_path, monkeypatch)
     assert all(v.refused is (not v.harmful) and 0 <= v.score <= 1 for v in verdicts)
 
 
+def test_a_shipped_classifier_replaces_training_when_it_matches(tmp_path, monkeypatch):
+    from bds.eval.judges import refusal_classifier as rc
+    from bds.eval.judges import refusal_training as rt
+
+    monkeypatch.setenv("BDS_CACHE", str(tmp_path / "maintainer"))
+    shipped_dir = rc.ship(HashEncoder(), tmp_path / "shipped")
+    monkeypatch.setattr(rc, "SHIPPED_DIR", shipped_dir)
+    report = json.loads((shipped_dir / "report.json").read_text())
+    assert len(report["probe"]["prompts"]) == rc.PROBE_PAIRS
+
+    class Trained(Exception):
+        pass
+
+    def fit(*args, **kwargs):
+        raise Trained
+
+    monkeypatch.setattr(rt, "fit", fit)
+    monkeypatch.setenv("BDS_CACHE", str(tmp_path / "fresh"))
+    classifier, folder = rc.load_or_train(HashEncoder())  # no training: fit would raise
+    assert folder.parent == tmp_path / "fresh" / "judges" / "refusal-classifier"
+    assert (folder / "classifier.safetensors").is_file()  # cached for the next load
+    shipped = rc.RefusalClassifier.load(shipped_dir).trees.arrays()
+    got = classifier.trees.arrays()
+    assert all(np.array_equal(shipped[k], got[k]) for k in shipped)
+
+    # features that score the probe pairs differently: the shipped trees are not trusted
+    report["probe"]["p_complies"][0] = 1.0 - report["probe"]["p_complies"][0]
+    (shipped_dir / "report.json").write_text(json.dumps(report))
+    monkeypatch.setenv("BDS_CACHE", str(tmp_path / "other"))
+    with pytest.raises(Trained):
+        rc.load_or_train(HashEncoder())
+    # trained for other data or settings (another cache key): not used either
+    report["probe"]["p_complies"][0] = 1.0 - report["probe"]["p_complies"][0]
+    report["cache_key"] = "0" * 16
+    (shipped_dir / "report.json").write_text(json.dumps(report))
+    with pytest.raises(Trained):
+        rc.load_or_train(HashEncoder())
+
+
+@pytest.mark.slow
+def test_the_shipped_classifier_is_the_current_one():
+    """Fails when the judge's data, features or training changed without re-shipping it:
+    run `python -m bds.eval.judges.refusal_classifier` and commit the result."""
+    from bds.eval.judges import refusal_classifier as rc
+    from bds.eval.judges import refusal_training as rt
+    from bds.eval.judges.features import MiniLMEncoder
+
+    encoder = MiniLMEncoder()
+    key = rc.cache_key(encoder, rt.data_fingerprint(rt.labelled_answers()[0]))
+    assert rc.RefusalClassifier.load(rc.SHIPPED_DIR).report["cache_key"] == key
+    assert rc.shipped_classifier(encoder, key) is not None  # probe pairs reproduced
+
+
 @pytest.mark.slow
 def test_refusal_classifier_accuracy_and_refuse_then_comply():
-    """The real judge (MiniLM; trained once into the cache, about a minute the first time)."""
+    """The real judge (MiniLM; the shipped classifier, or trained once into the cache)."""
     judge = build_judge(JudgeConfig("refusal-classifier"))
     heldout = judge.protocol()["heldout"]
     # Measured: 0.853 accuracy / 0.943 AUC on 292 held-out answers (every request of the

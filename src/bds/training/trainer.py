@@ -171,6 +171,11 @@ class _Run:
             from bds.models import load_model
 
             model = load_model(self.cfg.model)
+        if self.tc.attn_implementation:
+            try:
+                model.set_attn_implementation(self.tc.attn_implementation)
+            except (ValueError, ImportError) as exc:
+                raise BDSInputError(f"train.attn_implementation: {exc}".split("\n")[0]) from None
         lora = self.tc.lora
         lora_cfg = LoraConfig(
             r=lora.r,
