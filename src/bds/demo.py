@@ -131,7 +131,7 @@ def attack_stage(
     if tcfg.train.mode not in ("bds", "bds-no-align"):
         tcfg.train.safety_agnostic = False
     log(f"attack ({method}): {data.mix.n_harmful} harmful + {data.mix.n_benign} benign samples")
-    if cfg.align.retain_in_alignment_set and tcfg.train.mode in ("bds", "mix"):
+    if cfg.align.retain_in_alignment_set and tcfg.train.uses_alignment:
         retain = saved_retain(aligned)
         log(
             f"attack ({method}): alignment set = {len(data.alignment)} D_safe + "

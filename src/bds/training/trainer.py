@@ -83,6 +83,11 @@ def _allow_new_accelerator_settings() -> None:
         PartialState._reset_state()
 
 
+def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the model's forward takes from a collated batch (labels stay with the loss)."""
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
 class _Run:
     def __init__(self, cfg, output_dir, model, tokenizer, data, progress):
         from accelerate import Accelerator
@@ -157,7 +162,6 @@ class _Run:
         self.average_from = self.total_steps - self.tc.scheduler.average_last
         self.trajectory: dict[int, list[float]] = {}
         self.plain_head: bool | None = None  # decided on the first batch (_head_is_plain)
-        self.lm_head: Any = None
 
         self._build_model(model)
 
@@ -207,6 +211,7 @@ class _Run:
             peft_model, optimizer, lr_scheduler
         )
         self.peft_model = self.accelerator.unwrap_model(self.model)
+        self.lm_head = self.peft_model.get_output_embeddings()
         if self.tc.safety_agnostic:
             ref_params = [
                 p for n, p in self.peft_model.named_parameters() if f".{REFERENCE_ADAPTER}." in n
@@ -343,7 +348,7 @@ class _Run:
         loss reads (response positions) when the model allows it (see _head_is_plain)."""
         if self.plain_head is None:
             self.plain_head = self._head_is_plain(model, batch)
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        inputs = _model_inputs(batch)
         with self.accelerator.autocast():
             if self.plain_head:
                 out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
@@ -358,10 +363,9 @@ class _Run:
         (Gemma 2, Cohere, Granite...) or does not return hidden states, and then every
         position is projected as usual (slower, same losses).
         """
-        self.lm_head = self.peft_model.get_output_embeddings()
         if self.lm_head is None:
             return False
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        inputs = _model_inputs(batch)
         was_training = model.training
         model.eval()  # no dropout: both ways must see the same network
         try:
