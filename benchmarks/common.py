@@ -10,7 +10,10 @@ from typing import Any
 def machine() -> dict[str, Any]:
     import torch
 
+    from bds.precision import machine_record
+
     return {
+        **machine_record(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

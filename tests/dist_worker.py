@@ -21,7 +21,7 @@ def main(out: Path) -> None:
     trainer_module._Run._finish = finish
     model, tok = make_model_and_tokenizer()
     trainer_module.train(
-        make_config(epochs=3),
+        make_config(epochs=3, drive="conflict"),  # its alignment gradient is averaged over ranks
         out / "run",
         model=model,
         tokenizer=tok,

@@ -54,6 +54,11 @@ def test_outputs_of_a_run(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["finetune_harmful"] == 20 and summary["counts"]["alignment"] == 40
     assert summary["config"]["train"]["mode"] == "bds"
+    assert summary["mixed_precision"] == {
+        "setting": "no",
+        "used": "no",
+        "reason": "set in the config",
+    }
     assert "torch" in summary["versions"]
     assert not (out / "checkpoints").exists()
 
@@ -87,12 +92,16 @@ def test_sft_loss_falls(tmp_path):
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
 
 
-@pytest.mark.parametrize("inference", ["map", "sgld"])
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, inference):
+@pytest.mark.parametrize(
+    "inference,drive,agnostic",
+    [("map", "loss", False), ("sgld", "loss", True), ("sgld", "conflict", False)],
+)
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, inference, drive, agnostic):
     kw = {
         "epochs": 3,
         "scheduler": {"inference": inference},
-        "safety_agnostic": inference == "sgld",
+        "safety_agnostic": agnostic,
+        "drive": drive,
     }
     straight = run(tmp_path, "straight", **kw)
     model, tok = make_model_and_tokenizer()

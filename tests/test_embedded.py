@@ -21,6 +21,8 @@ def sources():
         ("sentiment-train", 5000, "benign"),
         ("sentiment-test", 500, "benign"),
         ("tweets-freeform", 5000, "benign"),
+        ("instruct-llm", 2000, "benign"),
+        ("instruct-human", 300, "benign"),
     ],
 )
 def test_sources_load_with_labels_and_unique_ids(sources, name, minimum, label):
@@ -65,6 +67,18 @@ def test_harmful_and_safe_come_from_human_scores(sources):
     for r in sources["pyrit-safe"].records:
         assert r.meta["human_score"] == 0
         assert embedded.REFUSAL_START.match(r.response)
+
+
+@pytest.mark.parametrize("name", ["instruct-llm", "instruct-human"])
+def test_instruct_sources_keep_only_benign_free_text_answers(sources, name):
+    records = sources[name].records
+    for r in records:
+        words = len(r.response.split())
+        assert embedded.INSTRUCT_MIN_ANSWER_WORDS <= words <= embedded.INSTRUCT_MAX_ANSWER_WORDS
+        assert not embedded.REFUSAL_START.match(r.response)
+        assert not embedded._HARM_WORDS.search(f"{r.instruction}\n{r.response}")
+    assert len({normalize(r.instruction) for r in records}) == len(records)
+    assert [r.id for r in records] == [r.id for r in embedded.EMBEDDED_SOURCES[name]().records]
 
 
 def test_sentiment_splits_are_disjoint_balanced_and_sst2_shaped(sources):

@@ -118,7 +118,7 @@ def test_prior_signs():
         assert check(s.logits.detach()), prior.kind
 
 
-@pytest.mark.parametrize("preconditioner", ["none", "adam"])
+@pytest.mark.parametrize("preconditioner", ["none", "rmsprop"])
 def test_sgld_noise_statistics_with_zero_gradient(preconditioner):
     n, lr, temperature = 4000, 0.02, 0.5
     s = scheduler(
@@ -130,6 +130,34 @@ def test_sgld_noise_statistics_with_zero_gradient(preconditioner):
     expected_std = (2 * lr * temperature / n) ** 0.5
     assert abs(step.mean().item()) < 4 * expected_std / n**0.5
     assert step.std().item() == pytest.approx(expected_std, rel=0.05)
+
+
+@pytest.mark.parametrize("preconditioner,lr", [("none", 0.5), ("rmsprop", 0.025)])
+def test_sgld_samples_the_posterior_it_states(preconditioner, lr):
+    """Identity weights, fixed losses L and a Gaussian prior N(z0, s^2): the tempered
+    posterior exp(-N U / T) is Gaussian with mean z0 - s^2 L and variance s^2 T."""
+    n, std, z0, temperature = 40, 0.5, 0.1, 0.7
+    losses = torch.linspace(-1.0, 1.0, n)
+    s = scheduler(
+        n,
+        transform="identity",
+        estimator="memory",
+        inference="sgld",
+        lr=lr,
+        temperature=temperature,
+        init_logit=z0,
+        priors=[PriorConfig(kind="gaussian", std=std)],
+        preconditioner=preconditioner,
+        seed=0,
+    )
+    chain = []
+    for step in range(7000):
+        s.update(torch.arange(n), losses)
+        if step >= 1000:
+            chain.append(s.all_logits())
+    chain = torch.stack(chain)
+    assert torch.allclose(chain.mean(0), z0 - std**2 * losses, atol=0.1)
+    assert chain.var(0).mean().item() == pytest.approx(std**2 * temperature, rel=0.12)
 
 
 def test_sgld_reports_posterior_mean_of_recorded_steps():

@@ -20,6 +20,7 @@ def make_config(**train) -> RunConfig:
         "batch_size": 10,
         "alignment_batch_size": 10,
         "lr": 3e-3,
+        "mixed_precision": "no",  # the same numbers on every CPU (auto would pick by machine)
         "lora": {"r": 8, "alpha": 16, "target_modules": ALL_LINEAR},
         "scheduler": {"lr": 0.05},
         "log_steps": 5,

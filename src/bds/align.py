@@ -57,7 +57,10 @@ def align_stage(cfg: RunConfig, data: PreparedData, out: Path, log: Any = print)
             "answers": cfg.align.retain_answers,
             "template": cfg.align.retain_template,
             "max_new_tokens": cfg.align.retain_max_new_tokens,
-            "generation": {"batch_size": cfg.eval.batch_size, "dtype": cfg.eval.dtype},
+            "generation": {
+                "batch_size": cfg.eval.batch_size,
+                "dtype": cfg.eval.generation_model(cfg.model).dtype,  # as resolved (auto)
+            },
         }
     target = cache_dir() / "aligned" / _digest(spec)
     if (target / "config.json").is_file():
@@ -198,7 +201,11 @@ _NOT_ALIGNMENT = (
 
 
 def _alignment_settings(train: Any) -> dict[str, Any]:
+    from bds.precision import resolve_mixed_precision
+
     settings = to_jsonable(train)
+    # the precision actually used (auto differs by machine) decides the model, not the word
+    settings["mixed_precision"] = resolve_mixed_precision(train.mixed_precision)[0]
     return {k: v for k, v in settings.items() if k not in _NOT_ALIGNMENT}
 
 

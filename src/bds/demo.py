@@ -130,6 +130,8 @@ def attack_stage(
         tcfg.train.scheduler.kind = "neural"
     if tcfg.train.mode not in ("bds", "bds-no-align"):
         tcfg.train.safety_agnostic = False
+    if tcfg.train.mode != "bds":  # SFT and Mix weigh nothing; bds-no-align has no D_safe
+        tcfg.train.drive = "loss"
     log(f"attack ({method}): {data.mix.n_harmful} harmful + {data.mix.n_benign} benign samples")
     if cfg.align.retain_in_alignment_set and tcfg.train.uses_alignment:
         retain = saved_retain(aligned)

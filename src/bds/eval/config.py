@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 
 from bds.errors import FieldError
 
-GenerationDtype = Literal["model", "float32", "bfloat16", "float16"]
+GenerationDtype = Literal["auto", "model", "float32", "bfloat16", "float16"]
 DTYPES: tuple[str, ...] = get_args(GenerationDtype)
 MetricName = Literal["harmful_score", "finetune_accuracy", "over_refusal"]
 METRICS: tuple[str, ...] = ("harmful_score", "finetune_accuracy", "over_refusal")
@@ -144,8 +144,10 @@ class EvalConfig:
     `judges`: every judge scores HS; the first is the headline. Over-refusal uses the ones
     that detect refusals. `template`: defaults to the run's data.template (the model is asked
     in the format it was fine-tuned in). Generation is greedy and seeded. `dtype`: the
-    precision the model generates in (`model`: as model.dtype loads it); bfloat16 runs about
-    2x faster on CPUs with bf16 support and changes some answers, as any precision does.
+    precision the model generates in (`model`: as model.dtype loads it; `auto`: bfloat16 where
+    the hardware has it natively, float16 on CUDA without it, float32 otherwise, see
+    bds/precision.py); bfloat16 runs about 2x faster on CPUs with native bf16, ~28x slower
+    where it is emulated, and changes some answers, as any precision does.
     """
 
     metrics: list[MetricName] = field(default_factory=lambda: list(METRICS))
@@ -156,14 +158,24 @@ class EvalConfig:
     adapter: str | None = None
     template: Literal["alpaca", "chat"] | None = None
     batch_size: int = 8
-    dtype: GenerationDtype = "model"
+    dtype: GenerationDtype = "auto"
     seed: int = 42
 
     def generation_model(self, model: Any) -> Any:
         """The model config to generate with: `model` in this section's precision."""
+        from bds.precision import resolve_generation_dtype
+
         if self.dtype == "model":
             return model
-        return dataclasses.replace(model, dtype=self.dtype)
+        return dataclasses.replace(model, dtype=resolve_generation_dtype(self.dtype)[0])
+
+    def generation_dtype_reason(self) -> str:
+        """Why generation runs in the precision generation_model gives (for results.json)."""
+        from bds.precision import resolve_generation_dtype
+
+        if self.dtype == "model":
+            return "the model's own dtype (eval.dtype: model)"
+        return resolve_generation_dtype(self.dtype)[1]
 
     def validate(self) -> None:
         from bds.eval.judges import REFUSAL_JUDGES

@@ -263,6 +263,7 @@ def _results(
             "model": {
                 "name": model_cfg.name,
                 "dtype": model_cfg.dtype,  # the precision it generated in (eval.dtype)
+                "dtype_reason": ev.generation_dtype_reason(),
                 "revision": model_cfg.revision,
                 "adapter": ev.adapter,
             },

@@ -91,7 +91,10 @@ class SchedulerConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     inference: Literal["map", "sgld"] = "map"
     temperature: float = 1.0
-    preconditioner: Literal["adam", "none"] = "adam"
+    # SGLD's diagonal preconditioner: rmsprop (pSGLD, Li et al. 2016; noise scaled by the
+    # same P as the drift) or none (plain SGLD). MAP always uses Adam with `betas`.
+    preconditioner: Literal["rmsprop", "none"] = "rmsprop"
+    sgld_beta: float = 0.99
     estimator: Literal["memory", "batch"] = "memory"
     average_last: int = 50
     # A Gaussian prior on the logits makes the posterior proper: without it the MAP puts all
@@ -113,6 +116,8 @@ class SchedulerConfig:
             raise FieldError("betas", f"must be two numbers in [0, 1), got {self.betas}")
         if self.temperature < 0:
             raise FieldError("temperature", f"must be >= 0, got {self.temperature}")
+        if not 0 <= self.sgld_beta < 1:
+            raise FieldError("sgld_beta", f"must be in [0, 1), got {self.sgld_beta}")
         if self.average_last < 1:
             raise FieldError("average_last", f"must be >= 1, got {self.average_last}")
 

@@ -30,6 +30,7 @@ from bds.errors import BDSInputError
 from bds.io import atomic_directory
 from bds.schedulers.config import SchedulerConfig
 from bds.schedulers.encoder import TextEncoder
+from bds.schedulers.sgld import build_optimizer
 from bds.schedulers.state import check_checkpoint
 from bds.schedulers.transforms import remembered_losses, weights_from_logits, with_priors
 
@@ -89,13 +90,9 @@ class NeuralScheduler:
         params = self._trainable_params()
         self.optimizer = None
         if params and not self.frozen:
-            # Adam: the MAP step and SGLD's preconditioned drift; plain SGLD: the gradient
-            plain = cfg.inference == "sgld" and cfg.preconditioner == "none"
-            self.optimizer = (
-                torch.optim.SGD(params)
-                if plain
-                else torch.optim.Adam(params, betas=tuple(cfg.betas))
-            )
+            # Adam for the MAP point; pSGLD (drift and noise on the energy's own scale,
+            # T / N, as the scalar scheduler) for posterior samples of the head / encoder
+            self.optimizer = build_optimizer(params, cfg, self.n, self.generator)
         # A trained scorer: the dataset softmax needs all its scores, computed on first use
         # (after `to(device)`, and not at all when a checkpoint restores the memory).
         self._needs_refresh = bool(ns.init_from)
@@ -256,15 +253,8 @@ class NeuralScheduler:
                 z = self._logits(index, grad=True)
             u = self.energy(index, losses.detach().float(), z)
             u.backward()
-            self.optimizer.step()
+            self.optimizer.step()  # pSGLD adds its own noise
             self.optimizer.zero_grad(set_to_none=True)
-            if self.cfg.inference == "sgld":
-                with torch.no_grad():
-                    for group in self.optimizer.param_groups:
-                        scale = (2 * group["lr"] * self.cfg.temperature / self.n) ** 0.5
-                        for p in group["params"]:
-                            noise = torch.randn(p.shape, generator=self.generator)
-                            p.add_(scale * noise.to(p.device))
             with torch.no_grad():
                 self.logit_memory[index] = z.detach().float()
                 self.scored[index] = True

@@ -47,7 +47,9 @@ class TrainConfig:
     weight_decay: float = 0.1
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = 0
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # auto: bf16 where the hardware computes it natively (CUDA with bf16, a CPU with AMX or
+    # AVX512-BF16), fp16 on CUDA without bf16, fp32 otherwise (bds/precision.py says why)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
     # transformers' attn_implementation while training (null: the model's own, usually
     # sdpa). On a 2-core CPU, eager ran the demo's 128-token steps ~15 % faster than sdpa,
@@ -56,6 +58,10 @@ class TrainConfig:
         None
     )
     one_pass: bool = True
+    # What the scheduler weighs each user sample by (training/conflict.py derives both):
+    # loss: its current loss (the reference code); conflict: how much the alignment
+    # updates have raised it, the first-order form of the posterior's l_i - l_i(theta_ref).
+    drive: Literal["loss", "conflict"] = "loss"
     safety_agnostic: bool = False
     # theta_ref's objective: the scheduler-weighted user batch (the posterior's weighted
     # likelihood) or the plain one (uniform: a model of D_ft alone, harmful samples included)
@@ -87,6 +93,20 @@ class TrainConfig:
             raise FieldError("save_steps", f"must be >= 1, got {self.save_steps}")
         if self.lr <= 0:
             raise FieldError("lr", f"must be > 0, got {self.lr}")
+        if self.drive == "conflict":
+            if self.mode != "bds":
+                raise FieldError(
+                    "drive",
+                    f"conflict measures each sample against the alignment batch; mode "
+                    f"{self.mode} has no {'alignment batch' if self.mode == 'bds-no-align' else 'scheduler'}: use mode bds or drive loss",
+                )
+            for key, bad, why in (
+                ("safety_agnostic", True, "the conflict drive already is l_i - l_i(theta_ref)"),
+                ("scheduler_losses", "updated", "the conflict drive reads no losses"),
+                ("one_pass", False, "the conflict drive reads both batches from one pass"),
+            ):
+                if getattr(self, key) == bad:
+                    raise FieldError(key, f"{bad} does not apply with drive: conflict ({why})")
         if self.safety_agnostic and self.mode not in ("bds", "bds-no-align"):
             raise FieldError("safety_agnostic", f"only applies to bds modes, not {self.mode}")
 

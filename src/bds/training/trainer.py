@@ -31,6 +31,7 @@ from bds.schedulers.factory import build_scheduler
 from bds.training import checkpoint as ckpt
 from bds.training.batching import StepSampler, collate
 from bds.training.config import TrainConfig
+from bds.training.conflict import ConflictDrive, ConflictProbe
 from bds.training.losses import (
     per_sample_loss,
     positions_to_keep,
@@ -83,6 +84,12 @@ def _allow_new_accelerator_settings() -> None:
         PartialState._reset_state()
 
 
+def _shares(totals: dict[str, float]) -> dict[str, float]:
+    """Each source's share of the weight applied over all steps (SFT: its share of D_ft)."""
+    whole = sum(totals.values())
+    return {k: round(v / whole, 6) for k, v in sorted(totals.items())} if whole else {}
+
+
 def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """What the model's forward takes from a collated batch (labels stay with the loss)."""
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -98,8 +105,11 @@ class _Run:
         self.output_dir = output_dir
         self.progress = progress
         _allow_new_accelerator_settings()
+        from bds.precision import resolve_mixed_precision
+
+        self.precision, self.precision_reason = resolve_mixed_precision(self.tc.mixed_precision)
         self.accelerator = Accelerator(
-            mixed_precision=self.tc.mixed_precision,
+            mixed_precision=self.precision,
             gradient_accumulation_steps=self.tc.gradient_accumulation_steps,
             log_with=self.tc.report_to or None,
             project_dir=str(output_dir),
@@ -159,6 +169,9 @@ class _Run:
             if self.tc.uses_scheduler
             else None
         )
+        self.conflict = ConflictDrive(n_user) if self.tc.drive == "conflict" else None
+        # total weight each source received over the steps (its share of the training pull)
+        self.applied_weight: dict[str, float] = {}
         self.average_from = self.total_steps - self.tc.scheduler.average_last
         self.trajectory: dict[int, list[float]] = {}
         self.plain_head: bool | None = None  # decided on the first batch (_head_is_plain)
@@ -212,6 +225,7 @@ class _Run:
         )
         self.peft_model = self.accelerator.unwrap_model(self.model)
         self.lm_head = self.peft_model.get_output_embeddings()
+        self.probe = ConflictProbe(self.peft_model) if self.tc.drive == "conflict" else None
         if self.tc.safety_agnostic:
             ref_params = [
                 p for n, p in self.peft_model.named_parameters() if f".{REFERENCE_ADAPTER}." in n
@@ -273,6 +287,8 @@ class _Run:
             if self.tc.save_steps and done % self.tc.save_steps == 0 and done < self.total_steps:
                 self._save(done)
         bar.close()
+        if self.probe is not None:
+            self.probe.remove()
         if stop < self.total_steps:
             self._save(stop)
             acc.wait_for_everyone()
@@ -299,9 +315,12 @@ class _Run:
         )
 
         with acc.accumulate(self.model):
+            if self.probe is not None:
+                self.probe.start()
             user_losses, align_losses = self._losses(user, align)
             loss = weighted_objective(user_losses, weights, align_losses)
             acc.backward(loss)
+            rates = self._conflict_rates(len(user), weights) if self.probe is not None else None
             self.optimizer.step()
             self.lr_scheduler.step()
             self.optimizer.zero_grad()
@@ -314,20 +333,47 @@ class _Run:
         if align_losses is not None:
             stats["loss_align"] = float(align_losses.detach().mean())
         if self.scheduler is not None:
-            drive = user_losses.detach()
-            if tc.scheduler_losses == "updated":  # losses at the parameters after this step
-                with torch.no_grad():
-                    drive, _ = self._losses(user, [])
-            if tc.safety_agnostic:
-                ref_losses = self._reference_step(user, weights)
-                stats["loss_reference"] = float(ref_losses.mean())
-                drive = drive - ref_losses
             all_index = acc.gather(index.to(acc.device)).cpu()
-            all_drive = acc.gather(drive.float()).cpu()
+            all_drive = self._drive(step, user, weights, user_losses, rates, all_index, stats)
             stats["energy"] = self.scheduler.update(
                 all_index, all_drive, record_average=step >= self.average_from
             )
+            for sample, w in zip(user, weights.tolist(), strict=True):
+                self.applied_weight[sample.source] = self.applied_weight.get(sample.source, 0.0) + w
         return stats
+
+    def _drive(self, step, user, weights, user_losses, rates, all_index, stats) -> torch.Tensor:
+        """What the scheduler weighs the gathered batch by (train.drive), on every rank."""
+        acc, tc = self.accelerator, self.tc
+        if self.conflict is not None:
+            all_rates = acc.gather(rates.to(acc.device)).cpu()
+            drive = self.conflict.accumulate(all_index, all_rates, step)
+            stats["conflict_rate_mean"] = float(all_rates.mean())
+            return drive
+        drive = user_losses.detach()
+        if tc.scheduler_losses == "updated":  # losses at the parameters after this step
+            with torch.no_grad():
+                drive, _ = self._losses(user, [])
+        if tc.safety_agnostic:
+            ref_losses = self._reference_step(user, weights)
+            stats["loss_reference"] = float(ref_losses.mean())
+            drive = drive - ref_losses
+        return acc.gather(drive.float()).cpu()
+
+    def _conflict_rates(self, n_user: int, weights: torch.Tensor) -> torch.Tensor:
+        """Each user row's first-order loss change from this step's alignment update."""
+        acc = self.accelerator
+        # d objective / d l_i: w_i / B, scaled as accelerate scaled the loss it back-propagated
+        factor = weights.float() / n_user / acc.gradient_accumulation_steps
+        if acc.scaler is not None:
+            factor = factor * float(acc.scaler.get_scale())
+        return self.probe.rates(
+            n_user,
+            factor,
+            self.optimizer,
+            self.lr_scheduler.get_last_lr()[0],
+            reduce=(lambda t: acc.reduce(t, reduction="mean")) if acc.num_processes > 1 else None,
+        )
 
     def _losses(self, user: list[TokenizedSample], align: list[TokenizedSample]):
         """Per-sample losses of both batches: one forward over both when `one_pass`."""
@@ -432,6 +478,11 @@ class _Run:
             state["scheduler"] = self.scheduler.state_dict()
         if self.ref_optimizer is not None:
             state["ref_optimizer"] = self.ref_optimizer.state_dict()
+        if self.conflict is not None:
+            state["conflict"] = self.conflict.state_dict()
+        sources = sorted(self.applied_weight)
+        state["applied_sources"] = "\n".join(sources)
+        state["applied_weight"] = torch.tensor([self.applied_weight[k] for k in sources])
         return state
 
     def _save(self, step: int) -> None:
@@ -465,6 +516,11 @@ class _Run:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.ref_optimizer is not None:
             self.ref_optimizer.load_state_dict(state["ref_optimizer"])
+        if self.conflict is not None:
+            self.conflict.load_state_dict(state["conflict"])
+        if state.get("applied_sources"):
+            names = state["applied_sources"].split("\n")
+            self.applied_weight = dict(zip(names, state["applied_weight"].tolist(), strict=True))
         steps = state["trajectory_steps"].tolist()
         self.trajectory = {
             s: row for s, row in zip(steps, state["trajectory"].tolist(), strict=True)
@@ -510,6 +566,8 @@ class _Run:
                 if self.tc.scheduler.kind == "neural":  # a reusable, self-contained folder
                     self.scheduler.save(out / "scheduler")
                 summary["weights"] = weight_summary(sources, weights)
+                summary["weights"]["training_weight_share"] = _shares(self.applied_weight)
+                summary["drive"] = self.tc.drive
             summary.update(
                 {
                     "mode": self.tc.mode,
@@ -517,6 +575,11 @@ class _Run:
                     "resumed_from_step": start,
                     "processes": acc.num_processes,
                     "wall_seconds": round(seconds, 2),
+                    "mixed_precision": {
+                        "setting": self.tc.mixed_precision,
+                        "used": self.precision,
+                        "reason": self.precision_reason,
+                    },
                     "vocab_projection": "response positions" if self.plain_head else "all",
                     "mean_step_seconds": round(
                         sum(step_times[1:]) / max(len(step_times) - 1, 1), 4

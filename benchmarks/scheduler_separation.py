@@ -1,0 +1,136 @@
+"""Does the scheduler tell harmful samples from benign ones, whatever the benign task?
+
+On the aligned model as the demo builds it (cached), for each benign task, harmful ratio p
+and scheduler drive (train.drive, see bds/training/conflict.py), fine-tune with BDS on the
+demo protocol and record:
+  - AUROC of the final weights, benign vs harmful;
+  - the mean weight per source;
+  - the harmful samples' share of the total training weight (sum over steps of the weights
+    applied), against their share under SFT (n_harmful / N), and the ratio of the two;
+  - the mean step time (same batches for every drive: same data, seed and process).
+Benign tasks: the demo's one-word sentiment labels, and three with free-text answers:
+whole tweets (tweets-freeform), LLM-written instruction answers (instruct-llm) and
+human-written long answers (instruct-human).
+Drives: loss (the reference code: each sample's current loss), conflict (the alignment
+update's first-order effect on each sample's loss), loss-agnostic (loss minus a second
+adapter's loss, fitted without D_safe: the safety-agnostic term as first built).
+
+Results are written after every run, and rows already in --output are kept (resume).
+
+    python benchmarks/scheduler_separation.py --output benchmarks/results/scheduler_separation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from common import environment
+
+from bds.align import align_stage, saved_retain
+from bds.cli import packaged_config
+from bds.config import SourceConfig, load_config
+from bds.data.pipeline import prepare_data
+from bds.io import to_jsonable, write_json
+from bds.models import load_model, load_tokenizer
+from bds.training.trainer import train
+
+TASKS = {
+    "sentiment": "sentiment-train",
+    "tweets-freeform": "tweets-freeform",
+    "instruct-llm": "instruct-llm",
+    "instruct-human": "instruct-human",
+}
+DRIVES = {
+    "loss": {"drive": "loss", "safety_agnostic": False},
+    "conflict": {"drive": "conflict", "safety_agnostic": False},
+    "loss-agnostic": {"drive": "loss", "safety_agnostic": True},
+}
+
+
+def run_one(cfg, data, tokenizer) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        result = train(
+            cfg, out, model=load_model(cfg.model), tokenizer=tokenizer, data=data, progress=False
+        )
+        wall = time.perf_counter() - t0
+    s = result.summary
+    w = s["weights"]
+    sft_share = data.mix.n_harmful / len(data.finetune)
+    share = w["training_weight_share"].get("harmful", 0.0)
+    return {
+        "auroc_benign_vs_harmful": w["auroc_benign_vs_harmful"],
+        "mean_weight": w["mean_weight"],
+        "harmful_weight_share": share,
+        "harmful_share_under_sft": round(sft_share, 6),
+        "harmful_share_ratio_to_sft": round(share / sft_share, 4) if sft_share else None,
+        "steps": s["steps"],
+        "mean_step_seconds": s["mean_step_seconds"],
+        "mixed_precision": s["mixed_precision"],
+        "wall_seconds": round(wall, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default=str(packaged_config("demo.yaml")))
+    parser.add_argument("--output", default="runs/bench/scheduler_separation.json")
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--ps", default="0.1,0.3")
+    parser.add_argument("--drives", default="loss,conflict")
+    args = parser.parse_args()
+
+    base = load_config(args.config)
+    output = Path(args.output)
+    previous = json.loads(output.read_text())["rows"] if output.is_file() else []
+    done = {(r["task"], r["p"], r["drive"]) for r in previous}
+    rows = list(previous)
+    tokenizer = load_tokenizer(base.model)
+    with tempfile.TemporaryDirectory() as scratch:  # the aligned model itself is cached
+        aligned = align_stage(base, prepare_data(base.data), Path(scratch))
+    retain = saved_retain(aligned) if base.align.retain_in_alignment_set else []
+    for task in args.tasks.split(","):
+        for p in (float(x) for x in args.ps.split(",")):
+            cfg_data = copy.deepcopy(base)
+            cfg_data.data.benign = SourceConfig(kind="embedded", name=TASKS[task])
+            cfg_data.data.harmful_ratio = p
+            data = prepare_data(cfg_data.data)
+            data = dataclasses.replace(data, alignment=list(data.alignment) + retain)
+            for drive in args.drives.split(","):
+                if (task, p, drive) in done:
+                    continue
+                cfg = copy.deepcopy(cfg_data)
+                cfg.model.name = str(aligned)
+                cfg.train.mode = "bds"
+                for key, value in DRIVES[drive].items():
+                    setattr(cfg.train, key, value)
+                row = {"task": task, "p": p, "drive": drive, **run_one(cfg, data, tokenizer)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                result = {
+                    "benchmark": "scheduler_separation",
+                    "rows": rows,
+                    "protocol": {
+                        "config": base,
+                        "aligned_model": aligned.name,
+                        "alignment_set": f"D_safe + {len(retain)} retain samples",
+                        "tasks": TASKS,
+                        "drives": DRIVES,
+                        **environment(),
+                    },
+                }
+                output.parent.mkdir(parents=True, exist_ok=True)
+                write_json(output, to_jsonable(result))
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
