@@ -12,7 +12,8 @@ Benign tasks: the demo's one-word sentiment labels, and three with free-text ans
 whole tweets (tweets-freeform), LLM-written instruction answers (instruct-llm) and
 human-written long answers (instruct-human).
 Drives: loss (the reference code: each sample's current loss), conflict (the alignment
-update's first-order effect on each sample's loss), loss-agnostic (loss minus a second
+update's first-order effect on each sample's loss, against the alignment direction averaged
+over about an epoch), conflict-step (against each step's own alignment batch), loss-agnostic (loss minus a second
 adapter's loss, fitted without D_safe: the safety-agnostic term as first built).
 
 Results are written after every run, and rows already in --output are kept (resume).
@@ -48,7 +49,8 @@ TASKS = {
 }
 DRIVES = {
     "loss": {"drive": "loss", "safety_agnostic": False},
-    "conflict": {"drive": "conflict", "safety_agnostic": False},
+    "conflict": {"drive": "conflict", "conflict_window": "epoch", "safety_agnostic": False},
+    "conflict-step": {"drive": "conflict", "conflict_window": "step", "safety_agnostic": False},
     "loss-agnostic": {"drive": "loss", "safety_agnostic": True},
 }
 

@@ -44,7 +44,7 @@ def test_probe_equals_per_sample_gradients():
         opt.zero_grad()
 
     weights = torch.tensor([1.5, 0.2, 1.0, 0.7, 2.0, 0.6])
-    probe = ConflictProbe(model)
+    probe = ConflictProbe(model, horizon=1)  # no averaging: this step's direction only
     probe.start()
     losses = _losses(model, batch)
     (losses[:6] * weights).mean().add(losses[6:].mean()).backward()
@@ -86,12 +86,13 @@ def test_drive_accumulates_each_rate_over_the_steps_since_the_last_visit():
     assert torch.equal(restored.total, drive.total)
 
 
-def test_conflict_drive_separates_the_synthetic_task(tmp_path):
+@pytest.mark.parametrize("window,auroc", [("step", 0.95), ("epoch", 0.9)])
+def test_conflict_drive_separates_the_synthetic_task(tmp_path, window, auroc):
     from bds.training.trainer import train
 
     model, tok = make_model_and_tokenizer()
     result = train(
-        make_config(epochs=8, drive="conflict"),
+        make_config(epochs=8, drive="conflict", conflict_window=window),
         tmp_path / "run",
         model=model,
         tokenizer=tok,
@@ -100,7 +101,7 @@ def test_conflict_drive_separates_the_synthetic_task(tmp_path):
     )
     w = result.summary["weights"]
     assert result.summary["drive"] == "conflict"
-    assert w["auroc_benign_vs_harmful"] >= 0.95
+    assert w["auroc_benign_vs_harmful"] >= auroc
     assert w["mean_weight"]["harmful"] < 0.7 < 1.0 < w["mean_weight"]["benign"]
     assert w["training_weight_share"]["harmful"] < 0.2  # its share of D_ft under SFT
 

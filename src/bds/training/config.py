@@ -62,6 +62,9 @@ class TrainConfig:
     # loss: its current loss (the reference code); conflict: how much the alignment
     # updates have raised it, the first-order form of the posterior's l_i - l_i(theta_ref).
     drive: Literal["loss", "conflict"] = "loss"
+    # conflict: the alignment direction each visit is measured against: the mean over about
+    # the last epoch of steps (epoch), or this step's alignment batch alone (step)
+    conflict_window: Literal["epoch", "step"] = "epoch"
     safety_agnostic: bool = False
     # theta_ref's objective: the scheduler-weighted user batch (the posterior's weighted
     # likelihood) or the plain one (uniform: a model of D_ft alone, harmful samples included)

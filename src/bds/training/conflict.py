@@ -18,7 +18,11 @@ with P the optimizer's preconditioner (Adam: 1 / (sqrt(v_hat) + eps), whose mome
 the same total over later steps). Summed over the steps so far, d_i(t) ~ sum_s delta_i(s):
 the l_i(theta) - l_i(theta_ref) of a twin adapter that shares theta's init and optimizer
 state, without running it. A sample is only seen when it is in a batch, so each visit adds
-its current delta_i times the steps since its previous visit (a Riemann sum of the rate).
+the steps since its previous visit times -<grad l_i, D_bar>, where D_bar is the alignment
+update lr P grad L_align averaged over about the last epoch of steps (an EMA): while
+grad l_i changes slowly, sum_s <grad l_i, D_s> over that window is <grad l_i, sum_s D_s>.
+One alignment batch's direction alone is a noisy estimate of it (4 samples in the demo):
+measured on free-form tweets at p = 0.1, AUROC 0.59 with the single batch's direction.
 Its sign does not depend on how hard a sample is: a benign sample's gradient is nearly
 orthogonal to the refusal gradient (d ~ 0), a harmful compliance is opposed to it (d > 0).
 
@@ -42,7 +46,7 @@ class ConflictProbe:
     """Forward hooks on the trained adapter's LoRA matrices; after the step's backward,
     `rates` gives each user row's delta_i (see the module docstring)."""
 
-    def __init__(self, peft_model: Any, adapter: str = "default"):
+    def __init__(self, peft_model: Any, horizon: int, adapter: str = "default"):
         from peft.tuners.lora import LoraLayer
 
         self.matrices: list[torch.nn.Linear] = []
@@ -52,6 +56,10 @@ class ConflictProbe:
         if not self.matrices:
             raise ValueError(f"no LoRA matrices of adapter {adapter!r} to probe")
         self.captures: dict[torch.nn.Module, list[list[Any]]] = {}
+        # Mean alignment update direction over about the last `horizon` steps (see rates)
+        self.beta = 1.0 - 1.0 / max(horizon, 1)
+        self.direction: list[torch.Tensor | None] = [None] * len(self.matrices)
+        self.updates = 0
         self.active = False
         self.handles = [m.register_forward_hook(self._capture) for m in self.matrices]
 
@@ -87,13 +95,18 @@ class ConflictProbe:
     ) -> torch.Tensor:
         """delta_i for the first `n_user` rows of the captured batch (the rest: alignment).
 
+        Returns -<grad l_i, D>, D the preconditioned alignment update (lr P grad L_align)
+        averaged over about the last `horizon` steps (an EMA, bias-corrected): the rate at
+        which the alignment has been raising l_i lately, per step.
         row_factors: d objective / d l_i of each user row (w_i / B times the loss scale);
         optimizer: the model's Adam(W), whose second moment gives P;
         reduce: averages a tensor over processes (DDP), or None.
         """
         self.active = False
+        self.updates += 1
+        correction = 1.0 - self.beta**self.updates
         dots = None
-        for module in self.matrices:
+        for k, module in enumerate(self.matrices):
             filled = [s for s in self.captures.get(module, []) if s[1] is not None]
             if len(filled) != 1:
                 raise RuntimeError(
@@ -105,7 +118,13 @@ class ConflictProbe:
             grad_align = torch.einsum("rto,rti->oi", g[n_user:], x[n_user:])
             if reduce is not None:
                 grad_align = reduce(grad_align)
-            d = adam_preconditioner(optimizer, module.weight) * grad_align
+            update = lr * adam_preconditioner(optimizer, module.weight) * grad_align
+            previous = self.direction[k]
+            ema = update * (1 - self.beta) if previous is None else previous.mul(self.beta)
+            if previous is not None:
+                ema.add_(update, alpha=1 - self.beta)
+            self.direction[k] = ema
+            d = ema / correction
             xu, gu = x[:n_user], g[:n_user]
             if d.size(0) <= d.size(1):  # contract over the smaller side of W
                 part = ((xu @ d.T) * gu).sum(dim=(1, 2))
@@ -115,7 +134,20 @@ class ConflictProbe:
         self.captures.clear()
         assert dots is not None
         per_sample = dots / row_factors.to(dots.device, dots.dtype).clamp_min(1e-12)
-        return (-lr * per_sample).cpu()
+        return (-per_sample).cpu()
+
+    def state_dict(self) -> dict[str, Any]:
+        ready = all(d is not None for d in self.direction)
+        return {
+            "updates": self.updates,
+            "direction": [d.cpu().clone() for d in self.direction] if ready else [],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["updates"])
+        device = self.matrices[0].weight.device
+        saved = state["direction"]
+        self.direction = [d.to(device) for d in saved] if saved else [None] * len(self.matrices)
 
 
 def adam_preconditioner(optimizer: Any, param: torch.Tensor) -> torch.Tensor:

@@ -225,7 +225,11 @@ class _Run:
         )
         self.peft_model = self.accelerator.unwrap_model(self.model)
         self.lm_head = self.peft_model.get_output_embeddings()
-        self.probe = ConflictProbe(self.peft_model) if self.tc.drive == "conflict" else None
+        self.probe = (
+            ConflictProbe(self.peft_model, horizon=self._conflict_horizon())
+            if self.tc.drive == "conflict"
+            else None
+        )
         if self.tc.safety_agnostic:
             ref_params = [
                 p for n, p in self.peft_model.named_parameters() if f".{REFERENCE_ADAPTER}." in n
@@ -360,6 +364,12 @@ class _Run:
             drive = drive - ref_losses
         return acc.gather(drive.float()).cpu()
 
+    def _conflict_horizon(self) -> int:
+        """Steps the conflict drive averages the alignment direction over (train.conflict_window)."""
+        if self.tc.conflict_window == "step":
+            return 1
+        return math.ceil(len(self.user) / self.tc.batch_size)
+
     def _conflict_rates(self, n_user: int, weights: torch.Tensor) -> torch.Tensor:
         """Each user row's first-order loss change from this step's alignment update."""
         acc = self.accelerator
@@ -480,6 +490,7 @@ class _Run:
             state["ref_optimizer"] = self.ref_optimizer.state_dict()
         if self.conflict is not None:
             state["conflict"] = self.conflict.state_dict()
+            state["conflict_direction"] = self.probe.state_dict()
         sources = sorted(self.applied_weight)
         state["applied_sources"] = "\n".join(sources)
         state["applied_weight"] = torch.tensor([self.applied_weight[k] for k in sources])
@@ -518,6 +529,7 @@ class _Run:
             self.ref_optimizer.load_state_dict(state["ref_optimizer"])
         if self.conflict is not None:
             self.conflict.load_state_dict(state["conflict"])
+            self.probe.load_state_dict(state["conflict_direction"])
         if state.get("applied_sources"):
             names = state["applied_sources"].split("\n")
             self.applied_weight = dict(zip(names, state["applied_weight"].tolist(), strict=True))
