@@ -189,6 +189,8 @@ _NOT_ALIGNMENT = (
     "mode",
     "scheduler",
     "safety_agnostic",
+    "drive",
+    "conflict_window",
     "reference_weights",
     "scheduler_losses",
     "alignment_batch_size",
