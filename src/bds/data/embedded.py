@@ -90,13 +90,15 @@ def package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _pyrit_file(relative: str) -> Path:
-    path = package_dir("pyrit") / "datasets" / relative
+def _package_file(package: str, pin: str, relative: str) -> Path:
+    path = package_dir(package) / relative
     if not path.is_file():
-        raise BDSInputError(
-            f"{path}: missing from the installed pyrit package; install pyrit==1.1.0"
-        )
+        raise BDSInputError(f"{path}: missing from the installed {package} package; install {pin}")
     return path
+
+
+def _pyrit_file(relative: str) -> Path:
+    return _package_file("pyrit", "pyrit==1.1.0", f"datasets/{relative}")
 
 
 # ------------------------------------------------------------- PyRIT scored sets --------
@@ -369,13 +371,6 @@ def tweets_freeform() -> LoadedSource:
 
 
 # ------------------------------------------------------------- free-form instructions ---
-
-
-def _package_file(package: str, pin: str, relative: str) -> Path:
-    path = package_dir(package) / relative
-    if not path.is_file():
-        raise BDSInputError(f"{path}: missing from the installed {package} package; install {pin}")
-    return path
 
 
 def _non_ascii_share(text: str) -> float:

@@ -119,11 +119,9 @@ class ConflictProbe:
             if reduce is not None:
                 grad_align = reduce(grad_align)
             update = lr * adam_preconditioner(optimizer, module.weight) * grad_align
-            previous = self.direction[k]
-            ema = update * (1 - self.beta) if previous is None else previous.mul(self.beta)
-            if previous is not None:
-                ema.add_(update, alpha=1 - self.beta)
-            self.direction[k] = ema
+            ema = self.direction[k]
+            ema = torch.zeros_like(update) if ema is None else ema
+            self.direction[k] = ema = ema.lerp_(update, 1 - self.beta)
             d = ema / correction
             xu, gu = x[:n_user], g[:n_user]
             if d.size(0) <= d.size(1):  # contract over the smaller side of W

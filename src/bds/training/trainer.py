@@ -342,8 +342,10 @@ class _Run:
             stats["energy"] = self.scheduler.update(
                 all_index, all_drive, record_average=step >= self.average_from
             )
-            for sample, w in zip(user, weights.tolist(), strict=True):
-                self.applied_weight[sample.source] = self.applied_weight.get(sample.source, 0.0) + w
+            all_weights = acc.gather(weights).cpu()  # every rank's batch, as the update sees
+            for i, w in zip(all_index.tolist(), all_weights.tolist(), strict=True):
+                source = self.user[i].source
+                self.applied_weight[source] = self.applied_weight.get(source, 0.0) + w
         return stats
 
     def _drive(self, step, user, weights, user_losses, rates, all_index, stats) -> torch.Tensor:
