@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bds import __version__
-from bds.errors import BDSInputError, FieldError
+from bds.errors import BDSInputError, FieldError, Interrupted
 
 app = typer.Typer(
     help="Defended fine-tuning of LLMs with the Bayesian Data Scheduler (BDS).",
@@ -265,16 +265,45 @@ app.command("eval")(eval_command)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run `bds`; every failure the user can fix ends in one `error:` sentence and exit 2."""
+    from bds.hub import default_hub_timeouts
+
+    default_hub_timeouts()
+    err = Console(stderr=True)
+
+    def fail(message: str, code: int = 2) -> None:
+        err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        sys.exit(code)
+
     try:
-        app(args=argv, prog_name="bds")
+        code = app(args=argv, prog_name="bds", standalone_mode=False)
     except BDSInputError as exc:
-        Console(stderr=True).print(
-            f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
-        )
-        sys.exit(2)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted")
+        fail(str(exc))
+    except Interrupted as exc:
+        err.print(escape(str(exc)), highlight=False, soft_wrap=True)
         sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort):
+        err.print("interrupted; run the same command to resume", highlight=False)
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: missing option, bad value, no command
+        fail(_usage_sentence(exc))
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        # the disk filled or a path turned unwritable mid-run: say where, not a traceback
+        fail(f"{exc.filename}: {exc.strerror}; check the path, its permissions and free space")
+    else:
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_sentence(exc: Exception) -> str:
+    """Click's usage error as one sentence: the command, what is wrong, where to look."""
+    format_message = getattr(exc, "format_message", None)
+    message = (format_message() if format_message else str(exc)).strip().rstrip(".")
+    message = " ".join(message.split())  # click may wrap or list on several lines
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "bds"
+    return f"{where}: {message[:1].lower() + message[1:]}; see {where} --help"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ values and ranges, and names the file, line and key of the first problem it find
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import yaml
 
 from bds.errors import ConfigError, FieldError
 from bds.eval.config import EvalConfig
+from bds.ranges import INT_LIMIT, out_of_range
 from bds.training.config import TrainConfig
 
 SourceKind = Literal["embedded", "hub", "local"]
@@ -172,7 +174,9 @@ def load_config(path: str | Path, cls: type = RunConfig) -> Any:
         raise ConfigError(
             f"{path}: no such config file; pass a YAML config such as configs/demo.yaml"
         )
-    text = path.read_text(encoding="utf-8")
+    from bds.textio import read_text
+
+    text = read_text(path)
     try:
         data = yaml.safe_load(text)
         lines = _key_lines(yaml.compose(text))
@@ -224,6 +228,10 @@ class _Builder:
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 self.fail(keypath + (name,), "is required")
         obj = cls(**kwargs)
+        for name, value in kwargs.items():
+            problem = out_of_range(cls.__name__, name, value)
+            if problem:
+                self.fail(keypath + (name,), problem)
         validate = getattr(obj, "validate", None)
         if validate is not None:
             try:
@@ -264,16 +272,36 @@ class _Builder:
         if tp is int:
             if isinstance(value, bool) or not isinstance(value, int):
                 self.fail(keypath, f"must be an integer, got {value!r}")
+            if abs(value) > INT_LIMIT:
+                self.fail(keypath, f"is too large ({value}); give a number below 2**63")
             return value
         if tp is float:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 self.fail(keypath, f"must be a number, got {value!r}")
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond the float range
+                number = math.inf
+            if not math.isfinite(number):  # NaN passes every `<=` check that follows
+                self.fail(keypath, f"must be a finite number, got {value!r}")
+            return number
         if tp is str:
             if not isinstance(value, str | int | float) or isinstance(value, bool):
                 self.fail(keypath, f"must be a string, got {value!r}")
+            if isinstance(value, str) and not _encodable(value):
+                self.fail(
+                    keypath, "holds a lone surrogate (an escape like \\ud800), not text; fix it"
+                )
             return str(value)
         return value
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _key_lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:

@@ -18,3 +18,7 @@ class FieldError(ValueError):
     def __init__(self, key: str, message: str):
         super().__init__(message)
         self.key = key
+
+
+class Interrupted(Exception):
+    """Ctrl-C during long work: the message says where it stopped and how to resume (exit 130)."""

@@ -10,7 +10,7 @@ from bds.config import ModelConfig
 from bds.errors import BDSInputError
 
 
-def resolve_model_path(name: str) -> str:
+def resolve_model_path(name: str, revision: str | None = None) -> str:
     """Embedded name -> cache folder; existing folder -> itself; else a hub id (`org/name`)."""
     if name.startswith(EMBEDDED_PREFIX):
         return str(embedded_model_dir(name[len(EMBEDDED_PREFIX) :]))
@@ -25,11 +25,14 @@ def resolve_model_path(name: str) -> str:
             f"model.name: {name} is neither an existing folder nor a hub id like org/name; "
             "fix the path or use embedded:smollm2-135m-instruct"
         )
+    from bds.hub import check_hub_model
+
+    check_hub_model(name, revision)
     return name
 
 
 def load_tokenizer(cfg: ModelConfig, padding_side: str = "right") -> Any:
-    path = resolve_model_path(cfg.name)
+    path = resolve_model_path(cfg.name, cfg.revision)
     from transformers import AutoTokenizer
 
     tokenizer = _from_pretrained(AutoTokenizer, path, cfg)
@@ -40,7 +43,7 @@ def load_tokenizer(cfg: ModelConfig, padding_side: str = "right") -> Any:
 
 
 def load_model(cfg: ModelConfig) -> Any:
-    path = resolve_model_path(cfg.name)  # fail on a bad path before the slow imports
+    path = resolve_model_path(cfg.name, cfg.revision)  # fail on a bad path before the slow imports
     import torch
     from transformers import AutoModelForCausalLM
 

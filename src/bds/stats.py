@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
 def auroc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
     """P(score of a positive > score of a negative), ties counting one half (Mann-Whitney U).
 
-    None when either group is empty. O((P + N) log(P + N)) through ranks.
+    None when either group is empty or holds a non-finite score (NaN compares unequal to
+    itself, so the tie groups below would never end; an AUROC of NaN scores means nothing).
+    O((P + N) log(P + N)) through ranks.
     """
     if not positive or not negative:
+        return None
+    if not all(math.isfinite(s) for s in (*positive, *negative)):
         return None
     scored = sorted([(s, 1) for s in positive] + [(s, 0) for s in negative])
     rank_sum, i = 0.0, 0

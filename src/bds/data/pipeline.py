@@ -33,6 +33,7 @@ def prepare_data(cfg: DataConfig, base_dir: str | Path = ".") -> PreparedData:
         if not loaded.records:
             raise BDSInputError(f"data.{role}: the source {loaded.name} holds no records; check it")
         sources[role] = loaded
+    _check_unique_ids(sources)
     benign = sources["benign"].records if "benign" in sources else []
     harmful = sources["harmful"].records if "harmful" in sources else []
     mix = mix_finetune_set(benign, harmful, cfg.n, cfg.harmful_ratio, cfg.mix, cfg.seed)
@@ -42,3 +43,26 @@ def prepare_data(cfg: DataConfig, base_dir: str | Path = ".") -> PreparedData:
         else []
     )
     return PreparedData(mix.records, alignment, mix, sources)
+
+
+def _check_unique_ids(sources: dict[str, LoadedSource]) -> None:
+    """Ids are unique across the user's sources (benign, harmful), so weights.csv joins
+    back to the user's data by id; refused otherwise, with the first repeated id."""
+    seen: dict[str, str] = {}
+    for role in ("benign", "harmful"):
+        if role not in sources:
+            continue
+        for record in sources[role].records:
+            if record.id in seen:
+                where = (
+                    f"data.{role} ({sources[role].name})"
+                    if seen[record.id] != role
+                    else f"data.{role} ({sources[role].name}) twice"
+                )
+                also = f" and data.{seen[record.id]}" if seen[record.id] != role else ""
+                raise BDSInputError(
+                    f"id {record.id!r} is in {where}{also}; ids must be unique across the "
+                    "user's sources so weights.csv joins back to them: rename one, or drop "
+                    "the id column to number each file's rows by its name"
+                )
+            seen[record.id] = role

@@ -25,13 +25,14 @@ import torch
 from bds.config import RunConfig
 from bds.data.pipeline import PreparedData, prepare_data
 from bds.data.tokenize import TokenizedSample, TruncationReport, tokenize_records
-from bds.errors import BDSInputError
-from bds.io import write_json
+from bds.errors import BDSInputError, Interrupted
+from bds.io import atomic_directory, write_json
 from bds.schedulers.factory import build_scheduler
 from bds.training import checkpoint as ckpt
 from bds.training.batching import StepSampler, collate
 from bds.training.config import TrainConfig
 from bds.training.conflict import ConflictDrive, ConflictProbe
+from bds.training.guard import InterruptAtStepEnd, check_finite
 from bds.training.losses import (
     per_sample_loss,
     positions_to_keep,
@@ -66,7 +67,31 @@ def train(
     `until_step` stops early after saving a checkpoint (a scheduled interruption); calling
     again resumes from it.
     """
-    return _Run(cfg, Path(output_dir), model, tokenizer, data, progress).run(until_step)
+    from bds.lock import folder_lock
+    from bds.outdir import check_output_dir
+
+    output_dir = check_output_dir(output_dir)  # before any slow work
+    with InterruptAtStepEnd() as interrupt:
+        if not _is_main_rank():  # rank 0 holds the folder's lock for all ranks
+            return _Run(cfg, output_dir, model, tokenizer, data, progress).run(
+                until_step, interrupt
+            )
+        with folder_lock(output_dir, note=_note):
+            return _Run(cfg, output_dir, model, tokenizer, data, progress).run(
+                until_step, interrupt
+            )
+
+
+def _is_main_rank() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _note(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
 
 
 def _allow_new_accelerator_settings() -> None:
@@ -82,6 +107,15 @@ def _allow_new_accelerator_settings() -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         AcceleratorState._reset_state(reset_partial_state=True)
         PartialState._reset_state()
+
+
+def _check_room(output_dir: Path, model: Any) -> None:
+    """Refuse before training when the disk cannot hold the adapter and a checkpoint
+    (adapter twice, AdamW's two moments: about 4 x 4 bytes per trainable parameter)."""
+    from bds.outdir import MB, check_free_space
+
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    check_free_space(output_dir, 16 * trainable + 16 * MB)
 
 
 def _shares(totals: dict[str, float]) -> dict[str, float]:
@@ -176,7 +210,12 @@ class _Run:
         self.trajectory: dict[int, list[float]] = {}
         self.plain_head: bool | None = None  # decided on the first batch (_head_is_plain)
 
+        if self.accelerator.is_main_process:  # a folder of another run is refused here
+            from bds.run_identity import run_identity, start_run
+
+            start_run(output_dir, run_identity(cfg, self.data, model, tokenizer), note=_note)
         self._build_model(model)
+        _check_room(self.output_dir, self.peft_model)
 
     # ---------------------------------------------------------------- set-up ------------
 
@@ -248,7 +287,9 @@ class _Run:
 
     # ---------------------------------------------------------------- the loop ----------
 
-    def run(self, until_step: int | None) -> TrainResult:
+    def run(
+        self, until_step: int | None, interrupt: InterruptAtStepEnd | None = None
+    ) -> TrainResult:
         acc = self.accelerator
         start = self._resume()
         if self.tc.report_to:
@@ -265,11 +306,14 @@ class _Run:
         )
         self.model.train()
         t0, step_times = time.perf_counter(), []
+        if interrupt is not None:
+            interrupt.armed = True  # from here on Ctrl-C stops at a step's end
         for step in range(start, stop):
             ts = time.perf_counter()
             stats = self.step(step)
             step_times.append(time.perf_counter() - ts)
             done = step + 1
+            check_finite(done, stats, self._last_weights, self.output_dir)
             if self.scheduler is not None and (
                 done % self.tc.trajectory_steps == 0 or done == self.total_steps
             ):
@@ -290,6 +334,10 @@ class _Run:
             bar.update(1)
             if self.tc.save_steps and done % self.tc.save_steps == 0 and done < self.total_steps:
                 self._save(done)
+            if interrupt is not None and interrupt.requested and done < self.total_steps:
+                bar.close()
+                self._save(done)  # at a step's end, so the resume is exact
+                raise Interrupted(f"interrupted at step {done}; run the same command to resume")
         bar.close()
         if self.probe is not None:
             self.probe.remove()
@@ -317,6 +365,7 @@ class _Run:
         weights = (
             self.scheduler.weights(index).to(acc.device) if self.scheduler is not None else None
         )
+        self._last_weights = weights
 
         with acc.accumulate(self.model):
             if self.probe is not None:
@@ -562,9 +611,12 @@ class _Run:
         summary: dict[str, Any] = {}
         if acc.is_main_process:
             out = self.output_dir
-            self.peft_model.save_pretrained(
-                out / "adapter", selected_adapters=["default"], safe_serialization=True
-            )
+            if self.scheduler is not None:  # no output of a run whose weights went NaN
+                check_finite(self.total_steps, {}, self.scheduler.reported_weights(), out)
+            with atomic_directory(out / "adapter") as tmp:  # whole or absent
+                self.peft_model.save_pretrained(
+                    tmp, selected_adapters=["default"], safe_serialization=True
+                )
             ids = [s.id for s in self.user]
             sources = [s.source for s in self.user]
             if self.scheduler is not None:
