@@ -24,6 +24,7 @@ from typing import Any
 from bds.align import align_stage, saved_retain
 from bds.config import RunConfig
 from bds.data.pipeline import PreparedData, prepare_data
+from bds.io import write_json
 
 METHODS = ("sft", "mix", "bds", "bds-no-align", "bds-neural")
 NEURAL_METHOD = "bds-neural"  # bds with the amortized neural scheduler
@@ -60,11 +61,36 @@ def apply_options(cfg: RunConfig, opts: DemoOptions) -> RunConfig:
     return cfg
 
 
+DEMO_IDENTITY_FILE = "demo.json"
+
+
 def run_demo(cfg: RunConfig, opts: DemoOptions, log: Any = print) -> dict[str, Any]:
+    from bds.lock import folder_lock
+    from bds.outdir import check_output_dir
+
+    check_output_dir(opts.output)
+    with folder_lock(opts.output, note=log):
+        return _run_demo(cfg, opts, log)
+
+
+def _claim(out: Path, cfg: RunConfig, data: PreparedData) -> None:
+    """The folder keeps the demo's inputs (config with --p/--n/--seed/--fast applied, data,
+    model, code); a demo with other inputs is refused rather than shown old results."""
+    from bds.run_identity import check_same_run, run_identity
+
+    identity = run_identity(cfg, data, ignore=("output_dir", "train.log_steps", "train.report_to"))
+    stages = [STAGE_TIMES_FILE, "results.json", "align"]
+    stages += [p.name for p in out.glob("attack-*")] + [p.name for p in out.glob("eval-*")]
+    has_work = any((out / name).exists() for name in stages)
+    check_same_run(out, identity, "--output", has_work=has_work, file=DEMO_IDENTITY_FILE)
+    write_json(out / DEMO_IDENTITY_FILE, identity)
+
+
+def _run_demo(cfg: RunConfig, opts: DemoOptions, log: Any) -> dict[str, Any]:
     out = opts.output
-    out.mkdir(parents=True, exist_ok=True)
-    clock = StageClock(out / STAGE_TIMES_FILE)
     data = prepare_data(cfg.data)
+    _claim(out, cfg, data)
+    clock = StageClock(out / STAGE_TIMES_FILE)
     aligned = clock.run("align", lambda: align_stage(cfg, data, out, log))
     runs = {}
     for method in opts.methods:
@@ -117,12 +143,10 @@ def attack_stage(
     cfg: RunConfig, data: PreparedData, aligned: Path, method: str, out: Path, log: Any
 ) -> Path:
     """Fine-tune the aligned model on D_ft with one method; skipped if already done."""
+    from bds.run_identity import is_finished_run, run_identity
     from bds.training.trainer import train
 
     run_dir = out / f"attack-{method}"
-    if (run_dir / "summary.json").is_file():
-        log(f"attack ({method}): done before, kept")
-        return run_dir
     tcfg = copy.deepcopy(cfg)
     tcfg.model.name = str(aligned)
     tcfg.train.mode = "bds" if method == NEURAL_METHOD else method
@@ -132,14 +156,19 @@ def attack_stage(
         tcfg.train.safety_agnostic = False
     if tcfg.train.mode != "bds":  # SFT and Mix weigh nothing; bds-no-align has no D_safe
         tcfg.train.drive = "loss"
-    log(f"attack ({method}): {data.mix.n_harmful} harmful + {data.mix.n_benign} benign samples")
+    retain = []
     if cfg.align.retain_in_alignment_set and tcfg.train.uses_alignment:
         retain = saved_retain(aligned)
+        data = dataclasses.replace(data, alignment=list(data.alignment) + retain)
+    if is_finished_run(run_dir, run_identity(tcfg, data)):  # same inputs, same result
+        log(f"attack ({method}): done before, kept")
+        return run_dir
+    log(f"attack ({method}): {data.mix.n_harmful} harmful + {data.mix.n_benign} benign samples")
+    if retain:
         log(
-            f"attack ({method}): alignment set = {len(data.alignment)} D_safe + "
+            f"attack ({method}): alignment set = {len(data.alignment) - len(retain)} D_safe + "
             f"{len(retain)} retain samples"
         )
-        data = dataclasses.replace(data, alignment=list(data.alignment) + retain)
     train(tcfg, run_dir, data=data)
     return run_dir
 

@@ -157,25 +157,35 @@ def _first_leaf_difference(a: Any, b: Any, path: tuple[str, ...]):
     return None
 
 
-def read_identity(folder: Path) -> dict[str, Any] | None:
+def read_identity(folder: Path, file: str = IDENTITY_FILE) -> dict[str, Any] | None:
     try:
-        return json.loads((folder / IDENTITY_FILE).read_text(encoding="utf-8"))
+        return json.loads((folder / file).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
 
-def check_same_run(folder: Path, identity: dict[str, Any], what: str = "--output") -> None:
-    """Refuse when `folder` holds results or checkpoints of a run with another identity."""
+def check_same_run(
+    folder: Path,
+    identity: dict[str, Any],
+    what: str = "--output",
+    has_work: bool | None = None,
+    file: str = IDENTITY_FILE,
+) -> None:
+    """Refuse when `folder` holds results or checkpoints of a run with another identity.
+
+    has_work: whether the folder holds anything a run would resume or reuse (default: a
+    training run's summary.json or checkpoints)."""
     from bds.training.checkpoint import latest_checkpoint
 
-    has_work = (folder / "summary.json").is_file() or latest_checkpoint(folder) is not None
+    if has_work is None:
+        has_work = (folder / "summary.json").is_file() or latest_checkpoint(folder) is not None
     if not has_work:
         return
-    old = read_identity(folder)
+    old = read_identity(folder, file)
     if old is None:
         raise BDSInputError(
-            f"{what} {folder}: holds a run with no {IDENTITY_FILE} (an older bds, or a "
-            "damaged folder), so it cannot be resumed safely; use another folder or delete it"
+            f"{what} {folder}: holds a run with no {file} (an older bds, or a damaged "
+            "folder), so it cannot be resumed safely; use another folder or delete it"
         )
     if old.get("key") != identity["key"]:
         raise BDSInputError(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from bds.data.schema import SOURCE_LABELS, LoadedSource, Record
 from bds.errors import BDSInputError
+from bds.textio import check_text, read_text
 
 if TYPE_CHECKING:
     from bds.config import SourceConfig
@@ -116,23 +117,24 @@ def _resolve_columns(
 def _read_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (location for messages, row) pairs; locations are file:line for text formats."""
     if fmt == "jsonl":
-        with path.open(encoding="utf-8-sig") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BDSInputError(
-                        f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove that line"
-                    ) from None
-                if not isinstance(row, dict):
-                    raise BDSInputError(
-                        f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}"
-                    )
-                yield f"{path}:{lineno}", row
+        text = read_text(path).removeprefix("\ufeff")  # bad bytes name their line
+        for lineno, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BDSInputError(
+                    f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove that line"
+                ) from None
+            if not isinstance(row, dict):
+                raise BDSInputError(
+                    f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}"
+                )
+            check_text(row, f"{path}:{lineno}")
+            yield f"{path}:{lineno}", row
     elif fmt == "json":
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text(path).removeprefix("\ufeff")
         if not text.strip():
             return
         try:
@@ -148,12 +150,15 @@ def _read_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
         for i, row in enumerate(data):
             if not isinstance(row, dict):
                 raise BDSInputError(f"{path}: item {i} is {type(row).__name__}, expected an object")
+            check_text(row, f"{path}: item {i}")
             yield f"{path}: item {i}", row
     elif fmt == "csv":
+        from io import StringIO
+
         import pandas as pd
 
         try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+            df = pd.read_csv(StringIO(read_text(path)), dtype=str, keep_default_na=False)
         except pd.errors.EmptyDataError:
             return
         except pd.errors.ParserError as exc:
