@@ -47,6 +47,22 @@ def parse_data_spec(spec: str) -> tuple[Any, str | None]:
     return cfg, label
 
 
+def check_saved_scheduler(folder: str | Path, flag: str = "--scheduler") -> dict[str, Any]:
+    """The metadata of a saved scheduler folder, any damage to it in one sentence."""
+    from bds.schedulers.neural import HEAD_FILE, saved_meta
+
+    try:
+        meta = saved_meta(folder)
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        raise BDSInputError(
+            f"{flag} {folder}: a damaged saved scheduler ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); save it again from a run"
+        ) from None
+    if not (Path(folder) / HEAD_FILE).is_file():
+        raise BDSInputError(f"{flag} {folder}: {HEAD_FILE} is missing; save it again from a run")
+    return meta
+
+
 def load_audit_records(
     specs: Sequence[str], limit: int | None = None
 ) -> tuple[list[Record], list[str]]:

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from bds import __version__
 from bds.errors import BDSInputError, FieldError, Interrupted
+from bds.ranges import SEED_MAX
 
 app = typer.Typer(
     help="Defended fine-tuning of LLMs with the Bayesian Data Scheduler (BDS).",
@@ -97,7 +98,7 @@ def train(
     if frozen and scheduler_from is None:
         raise BDSInputError("--frozen needs --scheduler-from DIR (a saved neural scheduler)")
     if scheduler_from is not None:
-        from bds.schedulers.neural import saved_meta
+        from bds.audit import check_saved_scheduler
 
         if not cfg.train.uses_scheduler:
             raise BDSInputError(
@@ -105,7 +106,7 @@ def train(
                 "use --mode bds or bds-no-align"
             )
 
-        saved_meta(scheduler_from)  # a wrong folder fails before any data or model loads
+        check_saved_scheduler(scheduler_from, "--scheduler-from")  # before data or model
         sched = cfg.train.scheduler
         sched.kind, sched.neural.init_from, sched.neural.frozen = "neural", scheduler_from, frozen
     result = run_training(cfg, output)
@@ -134,7 +135,8 @@ def demo(
     p: Annotated[float | None, typer.Option("--p", help="Harmful ratio of the user data.")] = None,
     n: Annotated[int | None, typer.Option("--n", help="Size of the user data.")] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed for data, training and generation.")
+        int | None,
+        typer.Option(min=0, max=SEED_MAX, help="Seed for data, training and generation."),
     ] = None,
     methods: Annotated[
         str, typer.Option(help="Comma-separated methods to attack with.")
@@ -197,21 +199,30 @@ def audit(
     threshold: Annotated[
         float, typer.Option(help="Count samples whose weight is below this.")
     ] = 0.5,
-    show: Annotated[int, typer.Option(help="How many lowest-weight samples to list.")] = 10,
+    show: Annotated[int, typer.Option(min=0, help="How many lowest-weight samples to list.")] = 10,
     limit: Annotated[
-        int | None, typer.Option(help="Read at most this many records per source.")
+        int | None, typer.Option(min=1, help="Read at most this many records per source.")
     ] = None,
 ) -> None:
     """Score a dataset with a trained neural scheduler, without training."""
+    import math
+
     from rich.table import Table
 
     from bds.audit import audit as run_audit
-    from bds.audit import load_audit_records
+    from bds.audit import check_saved_scheduler, load_audit_records
+    from bds.lock import folder_lock
+    from bds.outdir import check_output_dir
 
+    if not math.isfinite(threshold):
+        raise BDSInputError(f"--threshold: must be a finite number, got {threshold}")
+    check_output_dir(output)
+    check_saved_scheduler(scheduler)
     records, notes = load_audit_records(data, limit)
     for note in notes:
         console.print(f"[dim]{escape(note)}[/]")
-    s = run_audit(scheduler, records, output, threshold, show, notes)
+    with folder_lock(output, note=console.print):
+        s = run_audit(scheduler, records, output, threshold, show, notes)
     console.print(
         f"{s['below_threshold']} of {s['n']} samples ({100 * s['fraction_below_threshold']:.1f}%) "
         f"weigh less than {threshold}"

@@ -57,10 +57,14 @@ def eval_command(
         model_cfg = dataclasses.replace(model_cfg, name=model)
     ev = apply_flags(ev, adapter, metrics, judge, limit, template, batch_size, dtype)
     chosen_template = ev.template or run_template
+    from bds.lock import folder_lock
+    from bds.outdir import check_output_dir
 
-    results = run_eval(
-        model_cfg, ev, chosen_template, output, log=lambda m: console.print(f"[dim]{m}[/]")
-    )
+    check_output_dir(output)  # before the prompts, the model and the generation
+    with folder_lock(output, note=console.print):
+        results = run_eval(
+            model_cfg, ev, chosen_template, output, log=lambda m: console.print(f"[dim]{m}[/]")
+        )
     console.print(results_table(results))
     console.print(f"results: {output}/{RESULTS_FILE} ({results['wall_seconds']:.0f} s)")
 

@@ -38,7 +38,14 @@ def load_generator(model_cfg: Any, adapter: str | None = None, device: str | Non
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except (RuntimeError, ValueError, KeyError) as exc:  # shapes or modules of another model
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BDSInputError(
+                f"eval.adapter: {adapter} does not fit {model_cfg.name} ({first[:200]}); give "
+                "an adapter trained on this base model"
+            ) from None
     model.eval()
     if device is not None:
         model.to(device)
