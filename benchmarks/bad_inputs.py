@@ -49,6 +49,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     out: str | None = None  # an output folder that must not look finished afterwards
     timeout: float = 60.0
+    fresh: bool = False  # a new interpreter (hub settings are read when the hub is imported)
 
 
 # ------------------------------------------------------------------ fixtures -------------
@@ -134,6 +135,7 @@ def _save_other_tiny(folder: Path) -> None:
 
 
 def write_config(path: Path, cfg: dict[str, Any]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
     return str(path)
 
@@ -143,10 +145,7 @@ def with_value(cfg: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     *parents, last = dotted.split(".")
     node = cfg
     for key in parents:
-        if isinstance(node, list):
-            node = node[int(key)]
-        else:
-            node = node.setdefault(key, {})
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
     node[last] = value
     return cfg
 
@@ -563,44 +562,24 @@ def cli_cases(fx: dict[str, Any]) -> list[Case]:
 
 
 def hub_cases(fx: dict[str, Any]) -> list[Case]:
-    """A hub id with the network down (connection refused) or a server that never answers."""
+    """A hub id with the network down (connection refused) or a server that never answers;
+    each in a new interpreter, since the hub library reads its settings when imported."""
     cfg = write_config(
         fx["root"] / "hub.yaml", with_value(fx["config"], "model.name", "someorg/some-model")
     )
-    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "BDS_HUB_TIMEOUT": "3"}
-    silent = {**env, "HF_ENDPOINT": f"http://127.0.0.1:{fx['silent_port']}"}
+    down = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "BDS_HUB_TIMEOUT": "3"}
+    silent = {**down, "HF_ENDPOINT": f"http://127.0.0.1:{fx['silent_port']}"}
     out = str(fx["root"] / "out" / "hub")
-    return [
-        Case("hub model, network down", "hub", ["train", "-c", cfg, "-o", out], env=env, out=out),
-        Case(
-            "hub model, silent server", "hub", ["train", "-c", cfg, "-o", out], env=silent, out=out
-        ),
-        Case("hub model in data preview", "hub", ["data", "preview", cfg], env=env),
-        Case(
-            "eval hub model, network down",
-            "hub",
-            [
-                "eval",
-                "--model",
-                "someorg/x",
-                "--output",
-                out,
-                "--metrics",
-                "harmful_score",
-                "--limit",
-                "1",
-            ],
-            env=env,
-            out=out,
-        ),
-        Case(
-            "demo hub model, silent server",
-            "hub",
-            ["demo", "--config", cfg, "-o", out],
-            env=silent,
-            out=out,
-        ),
+    evaluate = ["eval", "--model", "someorg/x", "--output", out, "--metrics", "harmful_score"]
+    specs = [
+        ("hub model, network down", ["train", "-c", cfg, "-o", out], down),
+        ("hub model, silent server", ["train", "-c", cfg, "-o", out], silent),
+        ("hub model in data preview", ["data", "preview", cfg], down),
+        ("eval hub model, network down", evaluate, down),
+        ("eval hub model, silent server", evaluate, silent),
+        ("demo hub model, silent server", ["demo", "--config", cfg, "-o", out], silent),
     ]
+    return [Case(name, "hub", argv, env=env, out=out, fresh=True) for name, argv, env in specs]
 
 
 # ------------------------------------------------------------------ set-up runs ----------
@@ -686,6 +665,23 @@ def silent_server() -> int:
 
 
 # ------------------------------------------------------------------ running --------------
+
+
+def run_fresh(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str, str]:
+    """(exit status or None on a hang, stdout, stderr) of `python -m bds.cli ARGV`."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bds.cli", *argv],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        return None, str(exc.stdout or ""), str(exc.stderr or "")
+    return proc.returncode, ANSI.sub("", proc.stdout), ANSI.sub("", proc.stderr)
 
 
 def run_child(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str, str]:
@@ -798,7 +794,8 @@ def main() -> None:
         if case.setup:
             case.setup(root)
         ts = time.perf_counter()
-        code, out, err = run_child(case.argv, case.env, case.timeout)
+        run = run_fresh if case.fresh else run_child
+        code, out, err = run(case.argv, case.env, case.timeout)
         verdict, detail = classify(case, code, out, err)
         rows.append(
             {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     err = Console(stderr=True)
 
     def fail(message: str, code: int = 2) -> None:
+        message = _one_sentence(message)
         err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(code)
 
@@ -305,6 +307,13 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{exc.filename}: {exc.strerror}; check the path, its permissions and free space")
     else:
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_sentence(message: str) -> str:
+    """One line, one sentence: a library's own message quoted inside ours may hold line
+    breaks and full stops ("Error tokenizing data. C error: ...")."""
+    flat = " ".join(message.split())
+    return re.sub(r"([.!?])\s+(?=[A-Z])", "; ", flat)
 
 
 def _usage_sentence(exc: Exception) -> str:

@@ -179,13 +179,18 @@ def load_config(path: str | Path, cls: type = RunConfig) -> Any:
     text = read_text(path)
     try:
         data = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
+        tree = yaml.compose(text)
+        lines = _key_lines(tree)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(
             f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax"
         ) from None
+    duplicate = _duplicate_key(tree)
+    if duplicate is not None:
+        key, line = duplicate
+        raise ConfigError(f"{path}:{line}: {key}: given twice (YAML keeps the last); keep one")
     if data is None:
         data = {}
     return from_dict(cls, data, source=str(path), lines=lines)
@@ -302,6 +307,26 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _duplicate_key(node: Any, prefix: tuple[str, ...] = ()) -> tuple[str, int] | None:
+    """(dotted key, line) of the first key given twice in one mapping, if any."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            path = prefix + (str(key_node.value),)
+            if path in seen:
+                return ".".join(path), key_node.start_mark.line + 1
+            seen.add(path)
+            found = _duplicate_key(value_node, path)
+            if found is not None:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found = _duplicate_key(item, prefix)
+            if found is not None:
+                return found
+    return None
 
 
 def _key_lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:

@@ -27,7 +27,9 @@ def default_hub_timeouts() -> None:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    from huggingface_hub import constants  # as the hub library read it at its import
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def check_hub_model(name: str, revision: str | None, what: str = "model.name") -> None:

@@ -12,6 +12,7 @@ SEED_MAX = 2**32 - 1  # numpy's seed range, the narrowest of the RNGs a seed rea
 
 # (class, field) -> (minimum, maximum, minimum is exclusive)
 RANGES: dict[tuple[str, str], tuple[float | None, float | None, bool]] = {
+    ("TrainConfig", "epochs"): (0, None, False),  # 0 only beside max_steps (validate says)
     ("TrainConfig", "weight_decay"): (0, None, False),
     ("TrainConfig", "warmup_steps"): (0, None, False),
     ("TrainConfig", "seed"): (0, SEED_MAX, False),

@@ -19,8 +19,16 @@ from bds.errors import BDSInputError
 from bds.training.checkpoint import latest_checkpoint
 
 
-def check_finite(step: int, stats: dict[str, float], weights: Any, output_dir: Path) -> None:
-    """BDSInputError naming the step and the first non-finite number, and what is kept."""
+def check_finite(
+    step: int,
+    stats: dict[str, float],
+    weights: Any,
+    output_dir: Path,
+    before_raise: Any = None,
+) -> None:
+    """BDSInputError naming the step and the first non-finite number, and what is kept.
+
+    before_raise: called first (closes a progress bar, so the sentence starts a line)."""
     bad = next(((k, v) for k, v in stats.items() if not math.isfinite(v)), None)
     if bad is None and weights is not None:
         import torch
@@ -30,6 +38,8 @@ def check_finite(step: int, stats: dict[str, float], weights: Any, output_dir: P
             bad = ("a sample weight", float(w[~torch.isfinite(w)][0]))
     if bad is None:
         return
+    if before_raise is not None:
+        before_raise()
     last = latest_checkpoint(output_dir)
     kept = (
         f"the last good checkpoint ({last.name}) is kept"

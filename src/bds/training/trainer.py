@@ -313,7 +313,7 @@ class _Run:
             stats = self.step(step)
             step_times.append(time.perf_counter() - ts)
             done = step + 1
-            check_finite(done, stats, self._last_weights, self.output_dir)
+            check_finite(done, stats, self._last_weights, self.output_dir, bar.close)
             if self.scheduler is not None and (
                 done % self.tc.trajectory_steps == 0 or done == self.total_steps
             ):
