@@ -232,3 +232,51 @@ def test_real_process_exit_status_and_stderr(tmp_path, sources):
         timeout=60,
     )
     assert_bad_input((proc.returncode, proc.stdout, proc.stderr), "needs 10 harmful samples")
+
+
+# ---------------------------------------------------------------- issue 18 --------------
+
+
+def test_bad_bytes_in_a_config_name_the_line(tmp_path, capsys, sources):
+    text = config_text(sources["benign"], sources["harmful"]).encode() + b"# caf\xe9\n"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_bytes(text)
+    assert_bad_input(preview(capsys, cfg), f"{cfg}:8:", "not UTF-8", "0xe9")
+
+
+def test_bad_bytes_in_a_data_file_name_the_line(tmp_path, capsys, sources):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"instruction": "a", "response": "b"}\n{"instruction": "caf\xe9"}\n')
+    cfg = write_config(tmp_path, config_text(sources["benign"], bad))
+    assert_bad_input(preview(capsys, cfg), f"{bad}:2:", "not UTF-8")
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_numbers_are_refused(tmp_path, capsys, sources, value):
+    text = config_text(sources["benign"], sources["harmful"], extra=f"train:\n  lr: {value}\n")
+    cfg = write_config(tmp_path, text)
+    line = line_of(text, "lr:")
+    assert_bad_input(preview(capsys, cfg), f"{cfg}:{line}: train.lr", "finite")
+
+
+def test_ids_shared_across_the_users_sources(tmp_path, capsys, sources):
+    same_stem = tmp_path / "sub"
+    same_stem.mkdir()
+    # no id column: ids are the file's stem and row, so benign/0... again
+    twin = write_jsonl(same_stem / "benign.jsonl", 8, "harmful")
+    cfg = write_config(tmp_path, config_text(sources["benign"], twin))
+    assert_bad_input(preview(capsys, cfg), "'benign/0'", "data.harmful", "unique")
+
+
+def test_usage_errors_are_one_sentence(capsys):
+    assert_bad_input(run_cli(capsys, "train", "-o", "x"), "bds train", "--config")
+    assert_bad_input(run_cli(capsys, "eval", "--output", "x", "--limit", "-1"), "--limit")
+
+
+def test_an_output_path_that_is_a_file(tmp_path, capsys, sources):
+    cfg = write_config(tmp_path, config_text(sources["benign"], sources["harmful"]))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert_bad_input(run_cli(capsys, "train", "-c", str(cfg), "-o", str(a_file)), "is a file")
+    under = a_file / "run"
+    assert_bad_input(run_cli(capsys, "train", "-c", str(cfg), "-o", str(under)), "under it")

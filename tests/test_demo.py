@@ -121,6 +121,11 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, demo_config, capsys):
     assert "done before, kept" in capsys.readouterr().out
     again = json.loads((out / "results.json").read_text())
     assert again["stage_seconds"] == stages  # the first run's times, not the resumed one's
+    # Other inputs never reuse these results: refused, naming what changed.
+    capsys.readouterr()
+    assert cli(["demo", "--config", str(demo_config), "--output", str(out), "--p", "0.25"]) == 2
+    assert "data.harmful_ratio 0.2 (now 0.25)" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text()) == again
 
 
 def test_demo_with_the_neural_scheduler(tmp_path, demo_config, capsys):
