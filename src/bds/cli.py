@@ -323,6 +323,8 @@ def _usage_sentence(exc: Exception) -> str:
     message = " ".join(message.split())  # click may wrap or list on several lines
     ctx = getattr(exc, "ctx", None)
     where = ctx.command_path if ctx is not None else "bds"
+    if not message:  # no command given: click printed the help, which lists them
+        message = "give a command"
     return f"{where}: {message[:1].lower() + message[1:]}; see {where} --help"
 
 
