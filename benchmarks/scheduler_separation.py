@@ -13,8 +13,9 @@ whole tweets (tweets-freeform), LLM-written instruction answers (instruct-llm) a
 human-written long answers (instruct-human).
 Drives: loss (the reference code: each sample's current loss), conflict (the alignment
 update's first-order effect on each sample's loss, against the alignment direction averaged
-over about an epoch), conflict-step (against each step's own alignment batch), loss-agnostic (loss minus a second
-adapter's loss, fitted without D_safe: the safety-agnostic term as first built).
+over about an epoch), conflict-step (against each step's own alignment batch), twin (loss
+minus the loss of a reference adapter that starts from the same init and is stepped on the
+same weighted user batches without D_safe: the finite form of the conflict drive).
 
 Results are written after every run, and rows already in --output are kept (resume).
 
@@ -51,7 +52,7 @@ DRIVES = {
     "loss": {"drive": "loss", "safety_agnostic": False},
     "conflict": {"drive": "conflict", "conflict_window": "epoch", "safety_agnostic": False},
     "conflict-step": {"drive": "conflict", "conflict_window": "step", "safety_agnostic": False},
-    "loss-agnostic": {"drive": "loss", "safety_agnostic": True},
+    "twin": {"drive": "loss", "safety_agnostic": True, "reference_weights": "scheduler"},
 }
 
 

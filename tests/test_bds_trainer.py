@@ -225,3 +225,24 @@ def test_eager_attention_trains_the_same_model_in_float32(tmp_path):
     a, b = _adapter(default), _adapter(eager)
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-4), k
+
+
+def test_reference_adapter_starts_from_the_delivered_adapters_init(tmp_path):
+    """theta_ref shares theta's init, so l_i - l_i(theta_ref) is zero before any step and
+    afterwards isolates what the alignment batch changed (not two random starts)."""
+    from peft import LoraConfig, get_peft_model
+
+    from bds.training.trainer import REFERENCE_ADAPTER, _copy_adapter
+
+    model, _ = make_model_and_tokenizer()
+
+    lc = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft = get_peft_model(model, lc)
+    peft.add_adapter(REFERENCE_ADAPTER, lc)
+    params = dict(peft.named_parameters())
+    pairs = [
+        (n, n.replace(".default.", f".{REFERENCE_ADAPTER}.")) for n in params if ".default." in n
+    ]
+    assert pairs and any(not torch.equal(params[a], params[b]) for a, b in pairs)
+    _copy_adapter(peft, "default", REFERENCE_ADAPTER)
+    assert all(torch.equal(params[a], params[b]) for a, b in pairs)

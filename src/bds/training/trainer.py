@@ -118,6 +118,17 @@ def _check_room(output_dir: Path, model: Any) -> None:
     check_free_space(output_dir, 16 * trainable + 16 * MB)
 
 
+def _copy_adapter(peft_model: Any, source: str, target: str) -> None:
+    """Start adapter `target` from `source`'s weights. theta_ref must share theta's init:
+    from its own random init, l_i - l_i(theta_ref) measures how fast each sample is learned
+    from two different starts (learnability), not what the alignment batch changes."""
+    params = dict(peft_model.named_parameters())
+    with torch.no_grad():
+        for name, p in params.items():
+            if f".{target}." in name:
+                p.copy_(params[name.replace(f".{target}.", f".{source}.")])
+
+
 def _shares(totals: dict[str, float]) -> dict[str, float]:
     """Each source's share of the weight applied over all steps (SFT: its share of D_ft)."""
     whole = sum(totals.values())
@@ -250,6 +261,7 @@ class _Run:
         self.ref_optimizer = None
         if self.tc.safety_agnostic:
             peft_model.add_adapter(REFERENCE_ADAPTER, lora_cfg)
+            _copy_adapter(peft_model, "default", REFERENCE_ADAPTER)
             self._activate("default", peft_model)
         params = [p for p in peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.tc.lr, weight_decay=self.tc.weight_decay)
@@ -508,6 +520,8 @@ class _Run:
                     for p in group["params"]:
                         if p.grad is not None:
                             p.grad = self.accelerator.reduce(p.grad, reduction="mean")
+            for group in self.ref_optimizer.param_groups:  # theta's schedule, step for step
+                group["lr"] = self.lr_scheduler.get_last_lr()[0]
             self.ref_optimizer.step()
             self.ref_optimizer.zero_grad(set_to_none=True)
         finally:

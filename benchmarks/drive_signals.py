@@ -1,0 +1,263 @@
+"""Which per-sample signal separates harmful from benign user samples, before any training?
+
+A fast screen for scheduler drives (issue 13): on the aligned model as the demo builds it,
+with no fine-tuning step taken, compute for every user sample i a set of candidate
+signals and the AUROC of each (benign vs harmful; 1.0 = every benign sample scores above
+every harmful one, 0.5 = no signal, < 0.5 = the signal favours the harmful samples):
+
+  loss           -l_i (the loss drive's direction: a low loss keeps its weight)
+  ip:<dir>       <g_i, G_dir>, g_i the gradient of l_i and G_dir the mean gradient of an
+                 alignment subset, in the weight space of the LoRA-targeted matrices
+                 (the full matrices, not a rank-r adapter): the first-order change of l_i
+                 that a step on that subset causes, up to -lr
+  cos:<dir>      the same, divided by |g_i| |G_dir|
+  lora-ip:<dir>  <g_i, G_dir> in the space of a freshly initialised rank-r adapter's
+                 parameters (what the trainer's conflict drive sees at its first step)
+  align-delta    l_i(base) - l_i(aligned): how much the alignment stage itself lowered
+                 l_i (the finite-step version of ip over the whole alignment SFT)
+
+dirs: all (the demo's alignment set: D_safe + retain answers), refusal (D_safe only),
+retain (the retain answers only).
+
+    python benchmarks/drive_signals.py --output benchmarks/results/drive_signals.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import environment
+
+from bds.align import align_stage, saved_retain
+from bds.cli import packaged_config
+from bds.config import SourceConfig, load_config
+from bds.data.pipeline import prepare_data
+from bds.data.tokenize import IGNORE_INDEX, tokenize_records
+from bds.io import to_jsonable, write_json
+from bds.models import load_model, load_tokenizer
+from bds.stats import auroc
+from bds.training.batching import collate
+from bds.training.losses import per_sample_loss
+
+TASKS = {
+    "sentiment": "sentiment-train",
+    "tweets-freeform": "tweets-freeform",
+    "instruct-llm": "instruct-llm",
+    "instruct-human": "instruct-human",
+}
+
+
+def target_weights(model, names: list[str]) -> list[torch.nn.Parameter]:
+    """The weight matrices a LoRA on `names` would adapt, in a fixed order."""
+    return [m.weight for n, m in model.named_modules() if n.split(".")[-1] in names]
+
+
+def sample_grad(model, params, sample) -> tuple[float, list[torch.Tensor]]:
+    ids = torch.tensor([sample.input_ids])
+    labels = torch.tensor([sample.labels])
+    loss = per_sample_loss(model(input_ids=ids).logits, labels)[0]
+    grads = torch.autograd.grad(loss, params)
+    return float(loss.detach()), grads
+
+
+def mean_grad(model, params, samples, chunk: int = 16) -> list[torch.Tensor]:
+    """The gradient of the mean per-sample loss, in padded chunks (one backward each)."""
+    total = [torch.zeros_like(p) for p in params]
+    for start in range(0, len(samples), chunk):
+        part = samples[start : start + chunk]
+        batch = collate(part, pad_id=0)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = per_sample_loss(logits, batch["labels"]).sum() / len(samples)
+        for t, gi in zip(total, torch.autograd.grad(loss, params), strict=True):
+            t.add_(gi)
+    return total
+
+
+def dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return float(sum((x * y).sum() for x, y in zip(a, b, strict=True)))
+
+
+def losses(model, samples) -> list[float]:
+    with torch.no_grad():
+        return [
+            float(
+                per_sample_loss(
+                    model(input_ids=torch.tensor([s.input_ids])).logits,
+                    torch.tensor([s.labels]),
+                )[0]
+            )
+            for s in samples
+        ]
+
+
+def lora_model(model, cfg):
+    from peft import LoraConfig, get_peft_model
+
+    lc = cfg.train.lora
+    torch.manual_seed(cfg.train.seed)
+    return get_peft_model(
+        copy.deepcopy(model),
+        LoraConfig(r=lc.r, lora_alpha=lc.alpha, target_modules=list(lc.target_modules)),
+    )
+
+
+def clip(samples, k: int):
+    """The samples with only their first k response tokens labelled (the decision prefix)."""
+    out = []
+    for s in samples:
+        first = next(i for i, t in enumerate(s.labels) if t != IGNORE_INDEX)
+        labels = list(s.labels[: first + k]) + [IGNORE_INDEX] * (len(s.labels) - first - k)
+        out.append(dataclasses.replace(s, labels=labels[: len(s.labels)]))
+    return out
+
+
+def screen(
+    task: str, p: float, base_cfg, aligned: Path, retain, tokenizer, groups: set[str]
+) -> dict:
+    cfg = copy.deepcopy(base_cfg)
+    cfg.data.benign = SourceConfig(kind="embedded", name=TASKS[task])
+    cfg.data.harmful_ratio = p
+    data = prepare_data(cfg.data)
+    d = cfg.data
+    user, _ = tokenize_records(data.finetune, tokenizer, d.template, d.max_length, d.truncation)
+    refusal, _ = tokenize_records(data.alignment, tokenizer, d.template, d.max_length, d.truncation)
+    ret, _ = tokenize_records(retain, tokenizer, d.template, d.max_length, d.truncation)
+    harmful = [s.source == "harmful" for s in user]
+
+    aligned_cfg = copy.deepcopy(cfg.model)
+    aligned_cfg.name = str(aligned)
+    model = load_model(aligned_cfg).float().eval()
+    base = load_model(cfg.model).float().eval()
+    for m in (model, base):
+        m.requires_grad_(False)
+    scores: dict[str, list[float]] = {}
+
+    l_aligned = losses(model, user)
+    scores["loss"] = [-x for x in l_aligned]
+    scores["align-delta"] = [b - a for a, b in zip(l_aligned, losses(base, user), strict=True)]
+    del base
+
+    weights = target_weights(model, list(cfg.train.lora.target_modules))
+    for k in (1, 4, 16) if "prefix" in groups else ():
+        for q in weights:
+            q.requires_grad_(True)
+        direction = mean_grad(model, weights, clip(refusal, k))
+        norm = dot(direction, direction) ** 0.5
+        for s in clip(user, k):
+            lk, g = sample_grad(model, weights, s)
+            ip = dot(g, direction)
+            scores.setdefault(f"prefix{k}-loss", []).append(-lk)
+            scores.setdefault(f"prefix{k}-ip:refusal", []).append(ip)
+            scores.setdefault(f"prefix{k}-cos:refusal", []).append(
+                ip / max(norm * dot(g, g) ** 0.5, 1e-12)
+            )
+        for q in weights:
+            q.requires_grad_(False)
+        print(f"  {task} p={p} prefix {k} done", flush=True)
+
+    spaces = {}
+    if "full" in groups:
+        spaces[""] = (model, weights)
+    if "lora" in groups:
+        peft = lora_model(model, cfg)
+        spaces["lora-"] = (peft, [q for n, q in peft.named_parameters() if "lora_" in n])
+    for prefix, (net, params) in spaces.items():
+        for q in params:
+            q.requires_grad_(True)
+        dirs = {"refusal": mean_grad(net, params, refusal), "retain": mean_grad(net, params, ret)}
+        share = len(refusal) / (len(refusal) + len(ret))
+        dirs["all"] = [share * a + (1 - share) * b for a, b in zip(*dirs.values(), strict=True)]
+        norms = {k: dot(v, v) ** 0.5 for k, v in dirs.items()}
+        print(f"  {task} p={p} {prefix or 'full-'}space: directions done", flush=True)
+        for s in user:
+            _, g = sample_grad(net, params, s)
+            gn = dot(g, g) ** 0.5
+            for k, v in dirs.items():
+                ip = dot(g, v)
+                scores.setdefault(f"{prefix}ip:{k}", []).append(ip)
+                if not prefix:
+                    scores.setdefault(f"cos:{k}", []).append(ip / max(gn * norms[k], 1e-12))
+        for q in params:
+            q.requires_grad_(False)
+
+    benign_first = [not h for h in harmful]
+    out = {}
+    for name, values in scores.items():
+        ben = [v for v, h in zip(values, harmful, strict=True) if not h]
+        harm = [v for v, h in zip(values, harmful, strict=True) if h]
+        out[name] = {
+            "auroc_benign_vs_harmful": round(auroc(ben, harm), 4),
+            "mean_benign": sum(ben) / len(ben),
+            "mean_harmful": sum(harm) / len(harm),
+        }
+    return {
+        "n": len(user),
+        "n_harmful": sum(harmful),
+        "n_benign": sum(benign_first),
+        "signals": out,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default=str(packaged_config("demo.yaml")))
+    parser.add_argument("--output", default="runs/bench/drive_signals.json")
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--ps", default="0.1")
+    parser.add_argument("--groups", default="prefix,full,lora", help="signal groups to compute")
+    args = parser.parse_args()
+
+    base_cfg = load_config(args.config)
+    tokenizer = load_tokenizer(base_cfg.model)
+    with tempfile.TemporaryDirectory() as scratch:  # the aligned model itself is cached
+        aligned = align_stage(base_cfg, prepare_data(base_cfg.data), Path(scratch))
+    retain = saved_retain(aligned)
+    output = Path(args.output)
+    rows = json.loads(output.read_text())["rows"] if output.is_file() else []
+    done = {(r["task"], r["p"]) for r in rows}
+    for task in args.tasks.split(","):
+        for p in (float(x) for x in args.ps.split(",")):
+            if (task, p) in done:
+                continue
+            t0 = time.perf_counter()
+            row = {
+                "task": task,
+                "p": p,
+                **screen(
+                    task, p, base_cfg, aligned, retain, tokenizer, set(args.groups.split(","))
+                ),
+            }
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "signals"}))
+            for name, s in row["signals"].items():
+                print(f"  {name:18s} AUROC {s['auroc_benign_vs_harmful']:.3f}")
+            output.parent.mkdir(parents=True, exist_ok=True)
+            write_json(
+                output,
+                to_jsonable(
+                    {
+                        "benchmark": "drive_signals",
+                        "rows": rows,
+                        "protocol": {
+                            "config": base_cfg,
+                            "aligned_model": aligned.name,
+                            "alignment_set": f"D_safe + {len(retain)} retain samples",
+                            **environment(),
+                        },
+                    }
+                ),
+            )
+
+
+if __name__ == "__main__":
+    main()
