@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 from common import environment
+from scheduler_separation import TASKS
 
 from bds.align import align_stage, saved_retain
 from bds.cli import packaged_config
@@ -45,13 +46,6 @@ from bds.models import load_model, load_tokenizer
 from bds.stats import auroc
 from bds.training.batching import collate
 from bds.training.losses import per_sample_loss
-
-TASKS = {
-    "sentiment": "sentiment-train",
-    "tweets-freeform": "tweets-freeform",
-    "instruct-llm": "instruct-llm",
-    "instruct-human": "instruct-human",
-}
 
 
 def target_weights(model, names: list[str]) -> list[torch.nn.Parameter]:
