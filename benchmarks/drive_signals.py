@@ -28,7 +28,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -212,8 +211,7 @@ def main() -> None:
 
     base_cfg = load_config(args.config)
     tokenizer = load_tokenizer(base_cfg.model)
-    with tempfile.TemporaryDirectory() as scratch:  # the aligned model itself is cached
-        aligned = align_stage(base_cfg, prepare_data(base_cfg.data), Path(scratch))
+    aligned = align_stage(base_cfg, prepare_data(base_cfg.data))  # cached
     retain = saved_retain(aligned)
     output = Path(args.output)
     rows = json.loads(output.read_text())["rows"] if output.is_file() else []

@@ -97,8 +97,7 @@ def main() -> None:
     done = {(r["task"], r["p"], r["drive"]) for r in previous}
     rows = list(previous)
     tokenizer = load_tokenizer(base.model)
-    with tempfile.TemporaryDirectory() as scratch:  # the aligned model itself is cached
-        aligned = align_stage(base, prepare_data(base.data), Path(scratch))
+    aligned = align_stage(base, prepare_data(base.data))  # cached
     retain = saved_retain(aligned) if base.align.retain_in_alignment_set else []
     for task in args.tasks.split(","):
         for p in (float(x) for x in args.ps.split(",")):

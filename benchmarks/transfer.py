@@ -81,7 +81,7 @@ def main() -> None:
         from bds.demo import attack_stage
 
         data = prepare_data(cfg.data)
-        aligned = align_stage(cfg, data, demo_dir, print)
+        aligned = align_stage(cfg, data, print)
         attack_stage(cfg, data, aligned, "bds-neural", demo_dir, print)
     else:
         demo = run_demo(cfg, DemoOptions(demo_dir, methods), log=print)

@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -128,18 +130,18 @@ def test_align_stage_trains_on_the_retain_set_and_caches_by_it(align_config, mon
     monkeypatch.setattr("bds.eval.generate.generate", fake_generate(calls))
     data = prepare_data(align_config.data)
     logs = []
-    folder = align_stage(align_config, data, tmp_path / "out", logs.append)
+    folder = align_stage(align_config, data, logs.append)
     info = json.loads((folder / "bds_alignment.json").read_text())
     assert info["n_alignment"] == 8 and info["n_retain"] == 4
     saved = [json.loads(line) for line in (folder / "retain.jsonl").read_text().splitlines()]
     assert [s["response"] for s in saved][:2] == ["Here is an answer.", "A whole answer."]
     assert any("+ 4 retain samples" in m for m in logs)
     # Cached: a second call generates nothing and trains nothing.
-    assert align_stage(align_config, data, tmp_path / "out2", logs.append) == folder
+    assert align_stage(align_config, data, logs.append) == folder
     assert len(calls) == 1 and "reusing" in logs[-1]
     # Without the retain set the model is another one (its own key).
     align_config.align.retain = None
-    assert align_stage(align_config, data, tmp_path / "out3", logs.append) != folder
+    assert align_stage(align_config, data, logs.append) != folder
     assert len(calls) == 1
 
 
@@ -172,3 +174,40 @@ def test_attack_alignment_set_takes_the_retain_samples_when_asked(
         == list(data.alignment) + [dataclasses.replace(r, source="safe") for r in retain]
     )
     assert seen["sft"] == data.alignment  # plain SFT trains on no alignment set anyway
+
+
+def test_an_interrupted_alignment_resumes_from_its_journal_and_checkpoint(
+    align_config, monkeypatch
+):
+    """Killed mid-SFT: the retain answers are not generated again and the SFT resumes
+    from its latest checkpoint; the finished model leaves no work folder behind."""
+    import transformers
+
+    import bds.align as align_mod
+    import bds.training.trainer as trainer_mod
+
+    align_config.align.retain_max_new_tokens = 4  # real generation on the tiny model
+    monkeypatch.setattr(align_mod, "ALIGN_SAVE_STEPS", 1)
+    real_train, runs = trainer_mod.train, []
+
+    def train_killed_after_step_1_once(cfg, out, **kw):
+        runs.append(real_train(cfg, out, until_step=1 if not runs else None, **kw))
+        if len(runs) == 1:
+            raise KeyboardInterrupt
+        return runs[-1]
+
+    monkeypatch.setattr(trainer_mod, "train", train_killed_after_step_1_once)
+    data = prepare_data(align_config.data)
+    with pytest.raises(KeyboardInterrupt):
+        align_stage(align_config, data, lambda *_: None)
+    cache = Path(os.environ["BDS_CACHE"]) / "aligned"
+    (work,) = cache.glob("*.work")
+    assert (work / "retain-journal.jsonl").is_file() and (work / "sft" / "checkpoints").is_dir()
+
+    def no_generation(*_, **__):
+        raise AssertionError("the journal holds every retain answer")
+
+    monkeypatch.setattr(transformers.GenerationMixin, "generate", no_generation)
+    folder = align_stage(align_config, data, lambda *_: None)
+    assert runs[-1].summary["resumed_from_step"] == 1
+    assert (folder / "config.json").is_file() and not list(cache.glob("*.work"))

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,18 @@ _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 _NEW_TURN = re.compile(r"\n?#{2,}\s")
 
 
-def align_stage(cfg: RunConfig, data: PreparedData, out: Path, log: Any = print) -> Path:
-    """A safety-aligned model folder: the base fine-tuned on D_safe (+ retain set), merged."""
+# Work in progress beside the cached model (<key>.work): the retain answers' journal and the
+# alignment SFT's checkpoints, so an interrupted stage resumes where it stopped.
+WORK_SUFFIX = ".work"
+RETAIN_JOURNAL = "retain-journal.jsonl"
+ALIGN_SAVE_STEPS = 10  # a LoRA checkpoint is a few MB: cheap next to 10 steps
+
+
+def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
+    """A safety-aligned model folder: the base fine-tuned on D_safe (+ retain set), merged.
+
+    Cached by everything it depends on; an interrupted build keeps its finished retain
+    answers and its latest SFT checkpoint in `<key>.work/` and resumes from them."""
     from bds.training.trainer import train
 
     acfg = copy.deepcopy(cfg)
@@ -66,10 +77,14 @@ def align_stage(cfg: RunConfig, data: PreparedData, out: Path, log: Any = print)
     if (target / "config.json").is_file():
         log(f"align: reusing {target}")
         return target
+    work = target.with_name(target.name + WORK_SUFFIX)
+    work.mkdir(parents=True, exist_ok=True)
     retain: list[Record] = []
     notes: list[str] = []
     if requests:
-        retain, notes = answer_retain_requests(cfg, requests, log)
+        retain, notes = answer_retain_requests(
+            cfg, requests, log, journal=work / RETAIN_JOURNAL, fingerprint=target.name
+        )
         for note in notes:
             log(f"align: retain set: {note}")
     log(
@@ -77,7 +92,8 @@ def align_stage(cfg: RunConfig, data: PreparedData, out: Path, log: Any = print)
         + (f" + {len(retain)} retain samples" if retain else "")
     )
     align_data = PreparedData(list(data.alignment) + retain, [], data.mix, data.sources)
-    result = train(acfg, out / "align", data=align_data)
+    acfg.train.save_steps = acfg.train.save_steps or ALIGN_SAVE_STEPS  # not in the key
+    result = train(acfg, work / "sft", data=align_data)
     from peft import PeftModel
 
     from bds.models import load_model, load_tokenizer
@@ -97,6 +113,7 @@ def align_stage(cfg: RunConfig, data: PreparedData, out: Path, log: Any = print)
             "train": acfg.train,
         }
         (tmp / ALIGNMENT_INFO_FILE).write_text(json.dumps(to_jsonable(info), indent=2))
+    shutil.rmtree(work, ignore_errors=True)  # the model is whole: its work is no longer needed
     return target
 
 
@@ -127,11 +144,16 @@ def retain_requests(cfg: RunConfig) -> list[Record]:
 
 
 def answer_retain_requests(
-    cfg: RunConfig, requests: list[Record], log: Any = print
+    cfg: RunConfig,
+    requests: list[Record],
+    log: Any = print,
+    journal: Path | None = None,
+    fingerprint: str = "",
 ) -> tuple[list[Record], list[str]]:
     """Retain samples: the requests with the base model's own answers (or their given ones).
 
-    Returns the samples and notes counting what was cut or left out.
+    Returns the samples and notes counting what was cut or left out. `journal` keeps each
+    finished batch of answers (see eval.generate), so an interrupted run resumes.
     """
     if cfg.align.retain_answers == "given":
         kept = [r for r in requests if r.response.strip()]
@@ -150,6 +172,8 @@ def answer_retain_requests(
         batch_size=cfg.eval.batch_size,
         seed=cfg.train.seed,
         desc="retain answers",
+        journal=journal,
+        fingerprint=fingerprint,
     )
     kept, cut, empty = [], 0, 0
     for record, gen in zip(requests, answers, strict=True):

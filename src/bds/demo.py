@@ -91,7 +91,7 @@ def _run_demo(cfg: RunConfig, opts: DemoOptions, log: Any) -> dict[str, Any]:
     data = prepare_data(cfg.data)
     _claim(out, cfg, data)
     clock = StageClock(out / STAGE_TIMES_FILE)
-    aligned = clock.run("align", lambda: align_stage(cfg, data, out, log))
+    aligned = clock.run("align", lambda: align_stage(cfg, data, log))
     runs = {}
     for method in opts.methods:
         runs[method] = clock.run(
