@@ -15,11 +15,14 @@ every harmful one, 0.5 = no signal, < 0.5 = the signal favours the harmful sampl
                  parameters (what the trainer's conflict drive sees at its first step)
   align-delta    l_i(base) - l_i(aligned): how much the alignment stage itself lowered
                  l_i (the finite-step version of ip over the whole alignment SFT)
+  prefixK-*      loss, ip and cos with only the first K response tokens labelled, for the
+                 sample and for the refusals (K = 1, 4, 16: the decision to comply or refuse)
 
 dirs: all (the demo's alignment set: D_safe + retain answers), refusal (D_safe only),
 retain (the retain answers only).
 
-    python benchmarks/drive_signals.py --output benchmarks/results/drive_signals.json
+    python benchmarks/drive_signals.py --tasks tweets-freeform --groups prefix,full,lora \
+        --output benchmarks/results/drive_signals.json
 """
 
 from __future__ import annotations
