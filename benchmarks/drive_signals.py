@@ -35,15 +35,14 @@ import time
 from pathlib import Path
 
 import torch
-from common import environment
-from scheduler_separation import TASKS
+from common import previous_rows, write_rows
+from scheduler_separation import TASKS, task_config
 
 from bds.align import align_stage, saved_retain
 from bds.cli import packaged_config
-from bds.config import SourceConfig, load_config
+from bds.config import load_config
 from bds.data.pipeline import prepare_data
 from bds.data.tokenize import IGNORE_INDEX, tokenize_records
-from bds.io import to_jsonable, write_json
 from bds.models import load_model, load_tokenizer
 from bds.stats import auroc
 from bds.training.batching import collate
@@ -117,9 +116,7 @@ def clip(samples, k: int):
 def screen(
     task: str, p: float, base_cfg, aligned: Path, retain, tokenizer, groups: set[str]
 ) -> dict:
-    cfg = copy.deepcopy(base_cfg)
-    cfg.data.benign = SourceConfig(kind="embedded", name=TASKS[task])
-    cfg.data.harmful_ratio = p
+    cfg = task_config(base_cfg, task, p)
     data = prepare_data(cfg.data)
     d = cfg.data
     user, _ = tokenize_records(data.finetune, tokenizer, d.template, d.max_length, d.truncation)
@@ -183,7 +180,6 @@ def screen(
         for q in params:
             q.requires_grad_(False)
 
-    benign_first = [not h for h in harmful]
     out = {}
     for name, values in scores.items():
         ben = [v for v, h in zip(values, harmful, strict=True) if not h]
@@ -196,7 +192,7 @@ def screen(
     return {
         "n": len(user),
         "n_harmful": sum(harmful),
-        "n_benign": sum(benign_first),
+        "n_benign": len(user) - sum(harmful),
         "signals": out,
     }
 
@@ -217,7 +213,7 @@ def main() -> None:
     aligned = align_stage(base_cfg, prepare_data(base_cfg.data))  # cached
     retain = saved_retain(aligned)
     output = Path(args.output)
-    rows = json.loads(output.read_text())["rows"] if output.is_file() else []
+    rows = previous_rows(output)
     done = {(r["task"], r["p"]) for r in rows}
     for task in args.tasks.split(","):
         for p in (float(x) for x in args.ps.split(",")):
@@ -236,22 +232,12 @@ def main() -> None:
             print(json.dumps({k: v for k, v in row.items() if k != "signals"}))
             for name, s in row["signals"].items():
                 print(f"  {name:18s} AUROC {s['auroc_benign_vs_harmful']:.3f}")
-            output.parent.mkdir(parents=True, exist_ok=True)
-            write_json(
-                output,
-                to_jsonable(
-                    {
-                        "benchmark": "drive_signals",
-                        "rows": rows,
-                        "protocol": {
-                            "config": base_cfg,
-                            "aligned_model": aligned.name,
-                            "alignment_set": f"D_safe + {len(retain)} retain samples",
-                            **environment(),
-                        },
-                    }
-                ),
-            )
+            protocol = {
+                "config": base_cfg,
+                "aligned_model": aligned.name,
+                "alignment_set": f"D_safe + {len(retain)} retain samples",
+            }
+            write_rows(output, "drive_signals", rows, protocol)
 
 
 if __name__ == "__main__":

