@@ -32,7 +32,13 @@ class SourceConfig:
     kind=embedded: `name` is a shipped source (see `bds data sources`).
     kind=hub: `name` is a preset with the reference protocol's preprocessing
     (beavertails-harmful, sst2, ...); `dataset`/`subset`/`split` override its defaults.
-    kind=local: `path` to JSON/JSONL/CSV/Parquet; `fields` maps record fields to columns.
+    Without `name`, `dataset` is any hub dataset id (split default: train) in a TRL format.
+    kind=local: `path` to JSON/JSONL/CSV/Parquet.
+    Formats (hub datasets without a preset and local files; data/formats.py): `messages`
+    (conversational), `prompt` + `completion` (strings, or message lists: conversational),
+    instruction / input / response, or `text`. `fields` maps record fields (id,
+    instruction, input, response, source, messages, text) to other column names.
+    Conversations are rendered with the model's chat template (an error if it has none).
     """
 
     kind: SourceKind
@@ -54,12 +60,13 @@ class SourceConfig:
                 raise FieldError(
                     "path", "a local source needs `path` (a JSON, JSONL, CSV or Parquet file)"
                 )
-        else:
+        elif not (self.kind == "hub" and self.name is None and self.dataset):
             names = known_source_names(self.kind)
             if self.name not in names:
                 raise FieldError(
                     "name",
-                    f"unknown {self.kind} source {self.name!r}; choose one of {', '.join(names)}",
+                    f"unknown {self.kind} source {self.name!r}; choose one of {', '.join(names)}"
+                    + (", or give `dataset` (any hub dataset id)" if self.kind == "hub" else ""),
                 )
         for key in self.fields:
             if key not in RECORD_FIELDS:
