@@ -6,10 +6,13 @@ values and ranges, and names the file, line and key of the first problem it find
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -174,8 +177,23 @@ class RunConfig:
 # ---------------------------------------------------------------- loading ---------------
 
 
-def load_config(path: str | Path, cls: type = RunConfig) -> Any:
-    """Read a YAML file into `cls`, raising ConfigError with file:line on any problem."""
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-4` as a number as YAML 1.2 does (1.1 wants `1.0e-4`
+    and would hand the float field a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_config(path: str | Path, cls: type = RunConfig, overrides: Sequence[str] = ()) -> Any:
+    """Read a YAML file into `cls`, raising ConfigError with file:line on any problem.
+
+    overrides: `KEY=VALUE` strings (bds/overrides.py) applied to the file's data before it
+    is validated; a problem with one names the override."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -185,8 +203,8 @@ def load_config(path: str | Path, cls: type = RunConfig) -> Any:
 
     text = read_text(path)
     try:
-        data = yaml.safe_load(text)
-        tree = yaml.compose(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        tree = yaml.compose(text, Loader=_Loader)
         lines = _key_lines(tree)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -200,27 +218,57 @@ def load_config(path: str | Path, cls: type = RunConfig) -> Any:
         raise ConfigError(f"{path}:{line}: {key}: given twice (YAML keeps the last); keep one")
     if data is None:
         data = {}
-    return from_dict(cls, data, source=str(path), lines=lines)
+    return from_dict(cls, data, source=str(path), lines=lines, overrides=overrides)
 
 
-def from_dict(cls: type, data: Any, source: str = "<config>", lines: dict | None = None) -> Any:
-    """Build dataclass `cls` from plain data, validating as `load_config` does."""
-    return _Builder(source, lines or {}).build(cls, data, ())
+def from_dict(
+    cls: type,
+    data: Any,
+    source: str = "<config>",
+    lines: dict | None = None,
+    overrides: Sequence[str] = (),
+) -> Any:
+    """Build dataclass `cls` from plain data (plus `KEY=VALUE` overrides), validating as
+    `load_config` does."""
+    from bds.overrides import apply_overrides
+
+    applied = {}
+    if overrides:
+        if not isinstance(data, dict):
+            _Builder(source, lines or {}).fail(
+                (), f"must be a mapping of keys to values, got {type(data).__name__}"
+            )
+        data = copy.deepcopy(data)  # the caller's data stays as it was
+        applied = apply_overrides(cls, data, overrides, loader=_Loader)
+    return _Builder(source, lines or {}, applied).build(cls, data, ())
 
 
 class _Builder:
-    def __init__(self, source: str, lines: dict[tuple[str, ...], int]):
+    def __init__(
+        self,
+        source: str,
+        lines: dict[tuple[str, ...], int],
+        overridden: dict[tuple[str, ...], str] | None = None,
+    ):
         self.source = source
         self.lines = lines
+        self.overridden = overridden or {}
 
     def fail(self, keypath: tuple[str, ...], message: str) -> typing.NoReturn:
-        # Point at the deepest key we know a line for.
+        from bds.overrides import override_for, overrides_beside
+
+        # Point at the override that set the key, else the deepest key we know a line for.
+        override = override_for(self.overridden, keypath)
         line = None
         for i in range(len(keypath), -1, -1):
             line = self.lines.get(keypath[:i])
             if line is not None:
                 break
         where = f"{self.source}:{line}" if line else self.source
+        if override is not None:
+            where = f"override {override}"
+        elif beside := overrides_beside(self.overridden, keypath):
+            message += f" (after override {', '.join(beside)})"
         key = ".".join(keypath) if keypath else "top level"
         raise ConfigError(f"{where}: {key}: {message}")
 
