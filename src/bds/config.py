@@ -174,6 +174,28 @@ class RunConfig:
     output_dir: str | None = None
 
 
+def flat_config(cfg: Any) -> dict[str, str | int | float | bool]:
+    """A config as dotted key -> scalar, the form experiment trackers take (TensorBoard's
+    hparams accept no lists or nulls): lists and mappings as JSON text, None as "null"."""
+    import json
+
+    from bds.io import to_jsonable
+
+    out: dict[str, str | int | float | bool] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, str | int | float | bool):
+            out[key] = value
+        else:
+            out[key] = json.dumps(value)
+
+    walk(to_jsonable(cfg), "")
+    return out
+
+
 # ---------------------------------------------------------------- loading ---------------
 
 

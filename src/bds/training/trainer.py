@@ -301,7 +301,9 @@ class _Run:
         acc = self.accelerator
         start = self._resume()
         if self.tc.report_to:
-            acc.init_trackers("bds", config={"mode": self.tc.mode})
+            from bds.config import flat_config
+
+            acc.init_trackers("bds", config=flat_config(self.cfg))  # the whole config
         stop = min(self.total_steps, until_step) if until_step is not None else self.total_steps
         log_path = self.output_dir / "train_log.jsonl"
         from tqdm.auto import tqdm
