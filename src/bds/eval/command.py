@@ -34,7 +34,9 @@ def eval_command(
     model: Annotated[
         str | None, typer.Option(help="Base model: embedded name, hub id or folder.")
     ] = None,
-    adapter: Annotated[str | None, typer.Option(help="PEFT LoRA adapter folder.")] = None,
+    adapter: Annotated[
+        str | None, typer.Option(help="PEFT LoRA adapter: a folder or a hub id (org/name).")
+    ] = None,
     metrics: Annotated[
         str | None,
         typer.Option(help=f"Comma-separated subset of {', '.join(METRICS)}."),
