@@ -261,7 +261,9 @@ def test_bad_hub_rows_name_the_dataset_and_row(monkeypatch):
         (ROWS["instruction"][0], {"instruction": {"t": "Q"}, "response": "A"}, ("an object",)),
         (CHAT, {"messages": [USER]}, ("no assistant turn",)),
         (CHAT, {"messages": "hello there"}, ("not a JSON list of messages",)),
-        (CHAT, {"messages": []}, ("non-empty list",)),
+        (CHAT, {"messages": []}, ("non-empty list", "got an empty list")),
+        (CHAT, {"text": "Paris."}, ("missing field 'messages'", "messages format")),
+        (CHAT, {"messages": {"role": "user"}}, ("non-empty list", "got an object")),
         (CHAT, {"messages": [{"content": "hi"}, ANSWER]}, ("message 0 has no `role`",)),
         (CHAT, {"messages": [USER, {"role": "assistant", "content": 3}]}, ("int '3'",)),
         (CHAT, {"messages": [USER, "Paris."]}, ("message 1 is str",)),
@@ -310,3 +312,43 @@ def test_template_that_is_not_turn_by_turn_is_refused(tmp_path, tiny_tokenizer):
     (record,) = load(write_jsonl(tmp_path / "c.jsonl", ROWS["messages"])).records
     with raises_naming("record c/0", "does not render turn 2 as an extension"):
         tokenize_records([record], odd, "alpaca", 512)
+
+
+# ---------------------------------------------------------------- through the CLI ----------
+
+
+def _chat_config(tmp_path, rows, template: str = "alpaca") -> Path:
+    from test_cli_bad_input import write_config
+
+    benign = write_jsonl(tmp_path / "chat.jsonl", rows)
+    return write_config(
+        tmp_path,
+        f"data:\n  benign: {{kind: local, path: {json.dumps(str(benign))}, label: benign}}\n"
+        f"  n: {len(rows)}\n  harmful_ratio: 0\n  template: {template}\n",
+    )
+
+
+def test_preview_of_conversations_notes_a_template_mismatch(tmp_path, capsys):
+    from test_cli_bad_input import run_cli
+
+    rows = [CHAT, {"messages": [USER, {"role": "assistant", "content": "Lyon?"}]}]
+    code, out, err = run_cli(
+        capsys, "data", "preview", str(_chat_config(tmp_path, rows)), "--no-tokens"
+    )
+    assert code == 0, err
+    assert "set data.template: chat" in " ".join(out.split())
+    assert "{'role'" not in out
+    chat = _chat_config(tmp_path, rows, template="chat")
+    code, out, err = run_cli(capsys, "data", "preview", str(chat), "--no-tokens")
+    assert code == 0 and "data.template" not in out
+
+
+def test_preview_of_a_malformed_conversation_is_one_sentence(tmp_path, capsys):
+    from test_cli_bad_input import assert_bad_input, run_cli
+
+    cfg = _chat_config(tmp_path, [CHAT_PAIR, {"prompt": [USER], "completion": "Paris."}])
+    assert_bad_input(
+        run_cli(capsys, "data", "preview", str(cfg), "--no-tokens"),
+        "chat.jsonl:2:",
+        "'completion' is str 'Paris.' but 'prompt' is a list of messages",
+    )

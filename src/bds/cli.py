@@ -74,8 +74,13 @@ def data_sources() -> None:
 
     for kind in ("embedded", "hub"):
         console.print(f"[bold]{kind}[/]: {', '.join(known_source_names(kind))}")
+    console.print("[bold]hub[/] (any dataset): kind: hub, dataset: ORG/NAME, split, fields: {...}")
     console.print(
         "[bold]local[/]: any .json / .jsonl / .csv / .parquet file (kind: local, path: FILE)"
+    )
+    console.print(
+        "formats (hub datasets, local files): messages; prompt + completion (strings or "
+        "message lists); instruction + input + response; text; `fields` maps other columns"
     )
 
 

@@ -141,7 +141,13 @@ def row_to_record(
         text = _required(row, cols["text"], where, "text")
         return Record(instruction="", response=text, form="text", **common)
     if layout.layout == "messages":
-        messages = _messages(_value(row, cols["messages"]), where, cols["messages"])
+        value = _value(row, cols["messages"])
+        if value is None:
+            raise BDSInputError(
+                f"{where}: missing field {cols['messages']!r}; the source is in the messages "
+                "format (set by its first row), so every row needs its conversation"
+            )
+        messages = _messages(value, where, cols["messages"])
         trained = tuple(i for i, m in enumerate(messages) if m["role"] == "assistant")
         if not trained and not layout.prompts_only:
             raise BDSInputError(
@@ -300,7 +306,7 @@ def _is_blank(value: Any) -> bool:
 
 def _kind(value: Any) -> str:
     if isinstance(value, list):
-        return "a list"
+        return "a list" if value else "an empty list"
     if isinstance(value, Mapping):
         return "an object"
     if value is None:
