@@ -626,8 +626,13 @@ class _Run:
             if self.scheduler is not None:  # no output of a run whose weights went NaN
                 check_finite(self.total_steps, {}, self.scheduler.reported_weights(), out)
             with atomic_directory(out / "adapter") as tmp:  # whole or absent
+                # the vocabulary is never resized here: no need for PEFT to look the base
+                # model's config up by its (shareable, not local) name to decide
                 self.peft_model.save_pretrained(
-                    tmp, selected_adapters=["default"], safe_serialization=True
+                    tmp,
+                    selected_adapters=["default"],
+                    safe_serialization=True,
+                    save_embedding_layers=False,
                 )
             ids = [s.id for s in self.user]
             sources = [s.source for s in self.user]
