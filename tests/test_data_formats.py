@@ -352,3 +352,10 @@ def test_preview_of_a_malformed_conversation_is_one_sentence(tmp_path, capsys):
         "chat.jsonl:2:",
         "'completion' is str 'Paris.' but 'prompt' is a list of messages",
     )
+
+
+def test_fields_on_a_preset_are_refused_not_ignored():
+    from bds.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fields: the hub source 'sst2' has its own columns"):
+        from_dict(SourceConfig, {"kind": "hub", "name": "sst2", "fields": {"text": "t"}})

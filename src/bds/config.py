@@ -71,6 +71,16 @@ class SourceConfig:
                     f"unknown {self.kind} source {self.name!r}; choose one of {', '.join(names)}"
                     + (", or give `dataset` (any hub dataset id)" if self.kind == "hub" else ""),
                 )
+        if self.fields and self.kind != "local" and self.name is not None:
+            raise FieldError(
+                "fields",
+                f"the {self.kind} source {self.name!r} has its own columns; remove `fields`"
+                + (
+                    ", or drop `name` to read `dataset` in a TRL format"
+                    if self.kind == "hub"
+                    else ""
+                ),
+            )
         for key in self.fields:
             if key not in RECORD_FIELDS:
                 raise FieldError(
