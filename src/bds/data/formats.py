@@ -42,10 +42,9 @@ DEFAULT_COLUMNS = {
     "text": ("text",),
 }
 Layout = Literal["messages", "prompt-completion", "text"]
-FORMAT_HINT = (
-    "give `messages` (a list of {role, content} messages), `prompt` + `completion` (strings "
-    "or message lists; also instruction + response), or `text`, or map your columns with "
-    "`fields: {FIELD: COLUMN}`"
+FORMATS_NAMED = (
+    "`messages` (a list of {role, content} messages), `prompt` + `completion` (strings or "
+    "message lists; or instruction + response) or `text`"
 )
 
 
@@ -85,13 +84,13 @@ def resolve_layout(
                 raise BDSInputError(
                     f"{where}: no column for record field {fld!r} (looked for "
                     f"{', '.join(DEFAULT_COLUMNS[fld])}); map one with `fields: {{{fld}: COLUMN}}`"
-                    f", or {FORMAT_HINT.split(', or ')[0]}"
+                    f", or give the data as {FORMATS_NAMED}"
                 )
         return RowLayout("prompt-completion", columns, prompts_only)
     if prompts_only:
         raise BDSInputError(
             f"{where}: a text (language-modelling) source has no prompts to evaluate; give "
-            "`prompt` (or instruction) column"
+            "a `prompt` (or instruction) column"
         )
     return RowLayout("text", columns, prompts_only)
 
@@ -185,10 +184,7 @@ def _conversational_pair(
     cols = layout.columns
     for fld, value in (("instruction", prompt), ("response", completion)):
         if value is None and (fld == "instruction" or not layout.prompts_only):
-            raise BDSInputError(
-                f"{where}: missing field {cols[fld]!r} (record field {fld!r}); add it or map "
-                f"another column with `fields: {{{fld}: COLUMN}}`"
-            )
+            raise _missing(where, cols[fld], fld)
         if value is not None and not isinstance(value, list):
             other = cols["response" if fld == "instruction" else "instruction"]
             raise BDSInputError(
@@ -280,7 +276,8 @@ def _scalar(row: Mapping[str, Any], column: str | None, where: str, fld: str) ->
     if isinstance(value, list | dict | tuple):
         raise BDSInputError(
             f"{where}: {column!r} (record field {fld!r}) is {_kind(value)}, not text; give a "
-            f"string, or use a conversational format ({FORMAT_HINT})"
+            "string (a conversation goes in `messages`, or in `prompt` + `completion` as "
+            "message lists)"
         )
     return str(value)
 
@@ -288,11 +285,15 @@ def _scalar(row: Mapping[str, Any], column: str | None, where: str, fld: str) ->
 def _required(row: Mapping[str, Any], column: str | None, where: str, fld: str) -> str:
     text = _scalar(row, column, where, fld)
     if not text:
-        raise BDSInputError(
-            f"{where}: missing field {column!r} (record field {fld!r}); add it or map "
-            f"another column with `fields: {{{fld}: COLUMN}}`"
-        )
+        raise _missing(where, column, fld)
     return text
+
+
+def _missing(where: str, column: str | None, fld: str) -> BDSInputError:
+    return BDSInputError(
+        f"{where}: missing field {column!r} (record field {fld!r}); add it or map another "
+        f"column with `fields: {{{fld}: COLUMN}}`"
+    )
 
 
 def _is_blank(value: Any) -> bool:
