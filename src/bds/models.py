@@ -3,6 +3,7 @@ from a folder or a hub id."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,10 @@ def resolve_adapter(adapter: str, what: str = "eval.adapter") -> str:
             adapter, allow_patterns=["adapter_config.json", "*.safetensors", "*.md"]
         )
     except Exception as exc:  # not found, gated, offline and not cached, timeout
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = re.split(r"\.\s", str(exc).strip(), maxsplit=1)[0].splitlines()[0][:200]
         raise BDSInputError(
             f"{what}: {adapter} is no local folder, and the hub adapter of that id could not "
-            f"be fetched ({type(exc).__name__}: {first[:160]}); check the id, connect (unset "
+            f"be fetched ({type(exc).__name__}: {first}); check the id, connect (unset "
             "HF_HUB_OFFLINE), or give the adapter's folder"
         ) from None
     if not (Path(folder) / "adapter_config.json").is_file():

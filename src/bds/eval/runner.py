@@ -103,17 +103,16 @@ def run_eval(
     import torch
 
     from bds.eval.generate import generate, load_generator
+    from bds.models import resolve_adapter
 
     started = time.time()
     model_cfg = ev.generation_model(model_cfg)
     output_dir = Path(output_dir)
+    adapter = resolve_adapter(ev.adapter) if ev.adapter else None  # a hub id: its snapshot
     sets = load_prompt_sets(ev, base_dir)
     device = "cuda" if torch.cuda.is_available() else None
 
     log(f"loading {model_cfg.name}" + (f" with adapter {ev.adapter}" if ev.adapter else ""))
-    from bds.models import resolve_adapter
-
-    adapter = resolve_adapter(ev.adapter) if ev.adapter else None  # a hub id: its snapshot
     model, tokenizer = load_generator(model_cfg, adapter, device)
     for ps in sets:
         ps.generations = generate(
