@@ -173,6 +173,22 @@ def test_conversations_read_alike_from_every_container(tmp_path, container):
     assert [r.trained for r in loaded.records] == [(2,), (1,)]
 
 
+def test_csv_prompt_completion_message_lists_as_json_or_python_text(tmp_path):
+    import pandas as pd
+
+    as_json = tmp_path / "json.csv"
+    pd.DataFrame(
+        [{"prompt": json.dumps(CHAT_PAIR["prompt"]), "completion": json.dumps([ANSWER])}]
+    ).to_csv(as_json, index=False)
+    (record,) = load(as_json).records
+    assert (record.form, record.messages) == ("conversation", (SYSTEM, USER, ANSWER))
+
+    as_repr = tmp_path / "repr.csv"  # pandas writes a list cell with str(): not JSON
+    pd.DataFrame([CHAT_PAIR]).to_csv(as_repr, index=False)
+    with raises_naming(f"{as_repr}: row 1", "'prompt' holds a message list written as Python"):
+        load(as_repr)
+
+
 def test_dataset_object_with_a_field_mapping_and_label():
     import datasets
 

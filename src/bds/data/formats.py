@@ -23,6 +23,7 @@ What the model learns (prompt tokens are masked from the loss):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -154,8 +155,8 @@ def row_to_record(
                 "assistant's answer"
             )
         return _conversation(messages, trained, common)
-    prompt = _value(row, cols["instruction"])
-    completion = _value(row, cols["response"]) if cols["response"] else None
+    prompt = _decoded(_value(row, cols["instruction"]), where, cols["instruction"])
+    completion = _decoded(_value(row, cols["response"]), where, cols["response"])
     if isinstance(prompt, list) or isinstance(completion, list):
         return _conversational_pair(row, where, layout, prompt, completion, common)
     instruction = _required(row, cols["instruction"], where, "instruction")
@@ -170,6 +171,25 @@ def row_to_record(
         response=response,
         **common,
     )
+
+
+# Text that is a message list written out (a CSV cell: JSON, or Python's str() of a list).
+_ENCODED_MESSAGES = re.compile(r"""^\s*\[\s*\{\s*['"](role|content)['"]\s*:""")
+
+
+def _decoded(value: Any, where: str, column: str | None) -> Any:
+    """A prompt or completion cell holding a message list as text, as that list (JSON);
+    a Python repr of one is refused rather than learned as text."""
+    if not isinstance(value, str) or not _ENCODED_MESSAGES.match(value):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        raise BDSInputError(
+            f"{where}: {column!r} holds a message list written as Python text (str() of a "
+            "list), which is not JSON; write it with json.dumps, or save the data as JSONL or "
+            "Parquet"
+        ) from None
 
 
 def _conversational_pair(
@@ -232,8 +252,10 @@ def _messages(
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
+            python = " (Python's str() of a list is not JSON: write it with json.dumps)"
             raise BDSInputError(
-                f"{where}: {column!r} is text, not a JSON list of messages; give a list of "
+                f"{where}: {column!r} is text, not a JSON list of messages"
+                f"{python if _ENCODED_MESSAGES.match(value) else ''}; give a list of "
                 '{"role": ..., "content": ...} objects'
             ) from None
     if not isinstance(value, list) or (not value and not allow_empty):
