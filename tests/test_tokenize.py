@@ -26,7 +26,10 @@ def test_alpaca_template_matches_reference_protocol():
 
 
 def test_prompt_tokens_are_masked_and_answer_ends_with_eos(tiny_tokenizer):
-    prompt_ids, answer_ids = encode(SHORT, tiny_tokenizer, "alpaca")
+    input_ids, labels = encode(SHORT, tiny_tokenizer, "alpaca")
+    n_prompt = labels.count(IGNORE_INDEX)
+    prompt_ids, answer_ids = input_ids[:n_prompt], input_ids[n_prompt:]
+    assert labels[n_prompt:] == answer_ids
     (sample,), report = tokenize_records([SHORT], tiny_tokenizer, "alpaca", max_length=512)
     assert sample.input_ids == prompt_ids + answer_ids
     assert sample.labels[: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from bds import __version__
 from bds.errors import BDSInputError, FieldError, Interrupted
+from bds.overrides import OVERRIDE_HELP
 from bds.ranges import SEED_MAX
 
 app = typer.Typer(
@@ -25,6 +26,11 @@ app = typer.Typer(
 data_app = typer.Typer(help="Inspect the data a config builds.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
+# Trailing KEY=VALUE arguments of the commands that read a config (bds/overrides.py).
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(help=OVERRIDE_HELP, metavar="KEY=VALUE", show_default=False),
+]
 
 
 def packaged_config(name: str) -> Path:
@@ -50,6 +56,7 @@ def _root(
 @data_app.command("preview")
 def data_preview(
     config: Annotated[str, typer.Argument(help="YAML run config, e.g. configs/demo.yaml")],
+    overrides: Overrides = None,
     tokens: Annotated[
         bool, typer.Option("--tokens/--no-tokens", help="Load the tokenizer for length stats.")
     ] = True,
@@ -57,7 +64,7 @@ def data_preview(
     """Counts per source, token-length stats, truncation counts and example records."""
     from bds.config import load_config
 
-    _preview(load_config(config), tokens)
+    _preview(load_config(config, overrides=overrides or ()), tokens)
 
 
 @data_app.command("sources")
@@ -67,8 +74,13 @@ def data_sources() -> None:
 
     for kind in ("embedded", "hub"):
         console.print(f"[bold]{kind}[/]: {', '.join(known_source_names(kind))}")
+    console.print("[bold]hub[/] (any dataset): kind: hub, dataset: ORG/NAME, split, fields: {...}")
     console.print(
         "[bold]local[/]: any .json / .jsonl / .csv / .parquet file (kind: local, path: FILE)"
+    )
+    console.print(
+        "formats (hub datasets, local files): messages; prompt + completion (strings or "
+        "message lists); instruction + input + response; text; `fields` maps other columns"
     )
 
 
@@ -88,12 +100,17 @@ def train(
     frozen: Annotated[
         bool, typer.Option("--frozen", help="With --scheduler-from: use its scores unchanged.")
     ] = False,
+    overrides: Overrides = None,
 ) -> None:
-    """Fine-tune with the configured defense; writes adapter/, weights.csv, train_log.jsonl, summary.json."""
+    """Fine-tune with the configured defense; writes adapter/, weights.csv, train_log.jsonl, summary.json.
+
+    Any config field can be set after the options: bds train -c run.yaml -o runs/x
+    train.lr=1e-4 data.harmful_ratio=0.2 (--mode and the other options apply after them).
+    """
     from bds.config import load_config
     from bds.training.trainer import train as run_training
 
-    cfg = load_config(config)
+    cfg = load_config(config, overrides=overrides or ())
     if mode is not None:
         _override_mode(cfg, mode)
     if frozen and scheduler_from is None:
@@ -145,8 +162,13 @@ def demo(
     fast: Annotated[
         bool, typer.Option("--fast", help="A quick look: smaller data and eval sets.")
     ] = False,
+    overrides: Overrides = None,
 ) -> None:
-    """Align the embedded model, attack it with harmful fine-tuning (SFT vs BDS), evaluate, report."""
+    """Align the embedded model, attack it with harmful fine-tuning (SFT vs BDS), evaluate, report.
+
+    Config fields can be set after the options (KEY=VALUE, e.g. train.lr=1e-4); --p, --n,
+    --seed and --fast apply after them.
+    """
     from rich.table import Table
 
     from bds.config import load_config
@@ -160,7 +182,7 @@ def demo(
         raise BDSInputError(
             f"--methods: {', '.join(unknown) or 'none'} not in {', '.join(METHODS)}"
         )
-    cfg = load_config(config or packaged_config("demo.yaml"))
+    cfg = load_config(config or packaged_config("demo.yaml"), overrides=overrides or ())
     resolve_model_path(cfg.model.name)  # a bad model path fails before any data loads
     opts = DemoOptions(Path(output), chosen, p, n, seed, fast)
     try:

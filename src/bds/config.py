@@ -6,10 +6,13 @@ values and ranges, and names the file, line and key of the first problem it find
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +35,13 @@ class SourceConfig:
     kind=embedded: `name` is a shipped source (see `bds data sources`).
     kind=hub: `name` is a preset with the reference protocol's preprocessing
     (beavertails-harmful, sst2, ...); `dataset`/`subset`/`split` override its defaults.
-    kind=local: `path` to JSON/JSONL/CSV/Parquet; `fields` maps record fields to columns.
+    Without `name`, `dataset` is any hub dataset id (split default: train) in a TRL format.
+    kind=local: `path` to JSON/JSONL/CSV/Parquet.
+    Formats (hub datasets without a preset and local files; data/formats.py): `messages`
+    (conversational), `prompt` + `completion` (strings, or message lists: conversational),
+    instruction / input / response, or `text`. `fields` maps record fields (id,
+    instruction, input, response, source, messages, text) to other column names.
+    Conversations are rendered with the model's chat template (an error if it has none).
     """
 
     kind: SourceKind
@@ -54,13 +63,24 @@ class SourceConfig:
                 raise FieldError(
                     "path", "a local source needs `path` (a JSON, JSONL, CSV or Parquet file)"
                 )
-        else:
+        elif not (self.kind == "hub" and self.name is None and self.dataset):
             names = known_source_names(self.kind)
             if self.name not in names:
                 raise FieldError(
                     "name",
-                    f"unknown {self.kind} source {self.name!r}; choose one of {', '.join(names)}",
+                    f"unknown {self.kind} source {self.name!r}; choose one of {', '.join(names)}"
+                    + (", or give `dataset` (any hub dataset id)" if self.kind == "hub" else ""),
                 )
+        if self.fields and self.kind != "local" and self.name is not None:
+            raise FieldError(
+                "fields",
+                f"the {self.kind} source {self.name!r} has its own columns; remove `fields`"
+                + (
+                    ", or drop `name` to read `dataset` in a TRL format"
+                    if self.kind == "hub"
+                    else ""
+                ),
+            )
         for key in self.fields:
             if key not in RECORD_FIELDS:
                 raise FieldError(
@@ -164,11 +184,48 @@ class RunConfig:
     output_dir: str | None = None
 
 
+def flat_config(cfg: Any) -> dict[str, str | int | float | bool]:
+    """A config as dotted key -> scalar, the form experiment trackers take (TensorBoard's
+    hparams accept no lists or nulls): lists and mappings as JSON text, None as "null"."""
+    import json
+
+    from bds.io import to_jsonable
+
+    out: dict[str, str | int | float | bool] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, str | int | float | bool):
+            out[key] = value
+        else:
+            out[key] = json.dumps(value)
+
+    walk(to_jsonable(cfg), "")
+    return out
+
+
 # ---------------------------------------------------------------- loading ---------------
 
 
-def load_config(path: str | Path, cls: type = RunConfig) -> Any:
-    """Read a YAML file into `cls`, raising ConfigError with file:line on any problem."""
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-4` as a number as YAML 1.2 does (1.1 wants `1.0e-4`
+    and would hand the float field a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_config(path: str | Path, cls: type = RunConfig, overrides: Sequence[str] = ()) -> Any:
+    """Read a YAML file into `cls`, raising ConfigError with file:line on any problem.
+
+    overrides: `KEY=VALUE` strings (bds/overrides.py) applied to the file's data before it
+    is validated; a problem with one names the override."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -178,8 +235,8 @@ def load_config(path: str | Path, cls: type = RunConfig) -> Any:
 
     text = read_text(path)
     try:
-        data = yaml.safe_load(text)
-        tree = yaml.compose(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        tree = yaml.compose(text, Loader=_Loader)
         lines = _key_lines(tree)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -193,27 +250,57 @@ def load_config(path: str | Path, cls: type = RunConfig) -> Any:
         raise ConfigError(f"{path}:{line}: {key}: given twice (YAML keeps the last); keep one")
     if data is None:
         data = {}
-    return from_dict(cls, data, source=str(path), lines=lines)
+    return from_dict(cls, data, source=str(path), lines=lines, overrides=overrides)
 
 
-def from_dict(cls: type, data: Any, source: str = "<config>", lines: dict | None = None) -> Any:
-    """Build dataclass `cls` from plain data, validating as `load_config` does."""
-    return _Builder(source, lines or {}).build(cls, data, ())
+def from_dict(
+    cls: type,
+    data: Any,
+    source: str = "<config>",
+    lines: dict | None = None,
+    overrides: Sequence[str] = (),
+) -> Any:
+    """Build dataclass `cls` from plain data (plus `KEY=VALUE` overrides), validating as
+    `load_config` does."""
+    from bds.overrides import apply_overrides
+
+    applied = {}
+    if overrides:
+        if not isinstance(data, dict):
+            _Builder(source, lines or {}).fail(
+                (), f"must be a mapping of keys to values, got {type(data).__name__}"
+            )
+        data = copy.deepcopy(data)  # the caller's data stays as it was
+        applied = apply_overrides(cls, data, overrides, loader=_Loader)
+    return _Builder(source, lines or {}, applied).build(cls, data, ())
 
 
 class _Builder:
-    def __init__(self, source: str, lines: dict[tuple[str, ...], int]):
+    def __init__(
+        self,
+        source: str,
+        lines: dict[tuple[str, ...], int],
+        overridden: dict[tuple[str, ...], str] | None = None,
+    ):
         self.source = source
         self.lines = lines
+        self.overridden = overridden or {}
 
     def fail(self, keypath: tuple[str, ...], message: str) -> typing.NoReturn:
-        # Point at the deepest key we know a line for.
+        from bds.overrides import override_for, overrides_beside
+
+        # Point at the override that set the key, else the deepest key we know a line for.
+        override = override_for(self.overridden, keypath)
         line = None
         for i in range(len(keypath), -1, -1):
             line = self.lines.get(keypath[:i])
             if line is not None:
                 break
         where = f"{self.source}:{line}" if line else self.source
+        if override is not None:
+            where = f"override {override}"
+        elif beside := overrides_beside(self.overridden, keypath):
+            message += f" (after override {', '.join(beside)})"
         key = ".".join(keypath) if keypath else "top level"
         raise ConfigError(f"{where}: {key}: {message}")
 

@@ -1,7 +1,9 @@
-"""Base model and tokenizer from a hub id, a local folder, or the embedded default."""
+"""Base model and tokenizer from a hub id, a local folder, or the embedded default; adapters
+from a folder or a hub id."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,44 @@ def load_model(cfg: ModelConfig) -> Any:
     from transformers import AutoModelForCausalLM
 
     dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
-    return _from_pretrained(AutoModelForCausalLM, path, cfg, dtype=dtype)
+    model = _from_pretrained(AutoModelForCausalLM, path, cfg, dtype=dtype)
+    # PEFT writes this into adapter_config.json as the adapter's base model: the name a user
+    # can load (the embedded name, a hub id), not this machine's cache folder.
+    model.name_or_path = cfg.name if cfg.name.startswith(EMBEDDED_PREFIX) else path
+    return model
+
+
+def resolve_adapter(adapter: str, what: str = "eval.adapter") -> str:
+    """A PEFT adapter's local folder: the folder itself, or a hub repo id fetched (adapter
+    config and safetensors weights only, never pickles) into the hub cache."""
+    path = Path(adapter).expanduser()
+    looks_like_path = adapter.startswith((".", "/", "~")) or adapter.count("/") != 1
+    if path.exists() or looks_like_path:
+        if not (path / "adapter_config.json").is_file():
+            raise BDSInputError(
+                f"{what}: {adapter} is not a PEFT adapter folder (no adapter_config.json); "
+                "point it at the adapter a training run saved, or give a hub id like org/name"
+            )
+        return str(path)
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(
+            adapter, allow_patterns=["adapter_config.json", "*.safetensors", "*.md"]
+        )
+    except Exception as exc:  # not found, gated, offline and not cached, timeout
+        first = re.split(r"\.\s", str(exc).strip(), maxsplit=1)[0].splitlines()[0][:200]
+        raise BDSInputError(
+            f"{what}: {adapter} is no local folder, and the hub adapter of that id could not "
+            f"be fetched ({type(exc).__name__}: {first}); check the id, connect (unset "
+            "HF_HUB_OFFLINE), or give the adapter's folder"
+        ) from None
+    if not (Path(folder) / "adapter_config.json").is_file():
+        raise BDSInputError(
+            f"{what}: the hub repo {adapter} holds no adapter_config.json (with safetensors "
+            "weights); give a PEFT adapter repo"
+        )
+    return folder
 
 
 def _from_pretrained(cls: Any, path: str, cfg: ModelConfig, **kwargs: Any) -> Any:

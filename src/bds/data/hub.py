@@ -1,4 +1,5 @@
-"""Hub sources: Hugging Face datasets with the reference protocol's preprocessing.
+"""Hub sources: Hugging Face datasets with the reference protocol's preprocessing, or any
+hub dataset in a TRL format (data/formats.py) with a field mapping.
 
 The BDS, Vaccine, Booster and Lisa papers fine-tune on BeaverTails (harmful / safe) and on
 SST-2, AG News, GSM8K and Alpaca (benign) with fixed prompts. Each preset reproduces that
@@ -238,36 +239,49 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def load_hub_source(cfg: SourceConfig) -> LoadedSource:
-    """Load the preset `cfg.name`, with `cfg.dataset` / `subset` / `split` overriding it."""
+def load_hub_source(cfg: SourceConfig, prompts_only: bool = False) -> LoadedSource:
+    """Load the preset `cfg.name`, with `cfg.dataset` / `subset` / `split` overriding it; with
+    no `name`, any hub dataset `cfg.dataset` in a TRL format, its columns mapped by `fields`."""
     name = cfg.name or ""
     preset = HUB_PRESETS.get(name)
-    if preset is None:
+    if preset is None and not cfg.dataset:
         raise BDSInputError(
-            f"unknown hub source {cfg.name!r}; choose one of {', '.join(sorted(HUB_PRESETS))}"
+            f"unknown hub source {cfg.name!r}; choose one of {', '.join(sorted(HUB_PRESETS))}, "
+            "or give `dataset` (any hub dataset id) with `fields`"
         )
     dataset = cfg.dataset or preset.dataset
-    subset = cfg.subset or preset.subset
-    split = cfg.split or preset.split
-    where = f"hub source {name!r} ({dataset}{f' {subset}' if subset else ''}, split {split!r})"
+    subset = cfg.subset or (preset.subset if preset else None)
+    split = cfg.split or (preset.split if preset else "train")
+    label = f"hub source {name!r} ({dataset}" if preset else f"hub dataset ({dataset}"
+    where = f"{label}{f' {subset}' if subset else ''}, split {split!r})"
+    rows = _load_split(dataset, subset, split, where)
+    if preset is None:
+        from bds.data.formats import records_from_dataset
 
-    import datasets  # heavy; only hub sources need it
-
-    try:
-        rows = datasets.load_dataset(dataset, subset, split=split)
-    except Exception as exc:
-        raise BDSInputError(
-            f"{where} could not be loaded ({_first_line(exc)}); check the dataset id and split, "
-            "or set HF_HUB_OFFLINE=0 and log in (`hf auth login`), or use a local source instead"
-        ) from exc
+        prefix = f"{dataset}/{split}"
+        loaded = records_from_dataset(rows, prefix, cfg.fields, cfg.label, prompts_only)
+        loaded.name = where
+        return loaded
     try:
         records, notes = preset.convert(rows, f"{name}/{split}")
     except _MissingColumn as exc:
         raise BDSInputError(
             f"{where}: row {exc.index} has no column {exc.column!r}; point `dataset` at one with "
-            "the preset's columns, or use a local source with `fields`"
+            "the preset's columns, or give `dataset` without `name` and map columns with `fields`"
         ) from None
     if not records:
         detail = f" ({'; '.join(notes)})" if notes else ""
         raise BDSInputError(f"{where} gave no records{detail}; check the dataset and split")
     return LoadedSource(name, records, notes)
+
+
+def _load_split(dataset: str, subset: str | None, split: str, where: str) -> Any:
+    import datasets  # heavy; only hub sources need it
+
+    try:
+        return datasets.load_dataset(dataset, subset, split=split)
+    except Exception as exc:
+        raise BDSInputError(
+            f"{where} could not be loaded ({_first_line(exc)}); check the dataset id and split, "
+            "or set HF_HUB_OFFLINE=0 and log in (`hf auth login`), or use a local source instead"
+        ) from exc

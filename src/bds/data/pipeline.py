@@ -32,6 +32,12 @@ def prepare_data(cfg: DataConfig, base_dir: str | Path = ".") -> PreparedData:
         loaded = load_source(source_cfg, base_dir=base_dir)
         if not loaded.records:
             raise BDSInputError(f"data.{role}: the source {loaded.name} holds no records; check it")
+        if cfg.template == "alpaca" and any(r.form == "conversation" for r in loaded.records):
+            loaded.notes.append(
+                "conversations are rendered with the model's chat template while data.template "
+                "is alpaca (the other sources and the evaluation prompts); set data.template: "
+                "chat to ask the model in one format"
+            )
         sources[role] = loaded
     _check_unique_ids(sources)
     benign = sources["benign"].records if "benign" in sources else []

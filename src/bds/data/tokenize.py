@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bds.data.schema import Record
-from bds.data.templates import TemplateName, adds_eos, render_completion, render_prompt
+from bds.data.templates import TemplateName, adds_eos, render_segments
 
 IGNORE_INDEX = -100  # label value the CE loss skips (prompt and padding tokens)
 TruncationPolicy = Literal["truncate", "drop"]
@@ -66,14 +66,23 @@ class TruncationReport:
 
 
 def encode(record: Record, tokenizer: Any, template: TemplateName) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids) with no length limit; the answer ends with EOS for Alpaca."""
-    prompt = render_prompt(record, template, tokenizer)
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    answer = render_completion(record, template, tokenizer)
-    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    if adds_eos(template) and tokenizer.eos_token_id is not None:
-        answer_ids = answer_ids + [tokenizer.eos_token_id]
-    return list(prompt_ids), list(answer_ids)
+    """(input ids, labels) with no length limit: masked tokens labelled IGNORE_INDEX.
+
+    Each rendered piece is tokenised on its own (special tokens added to the first only), so
+    no token straddles a masked / learned boundary; Alpaca and text answers end with EOS."""
+    input_ids: list[int] = []
+    labels: list[int] = []
+    segments = render_segments(record, template, tokenizer)
+    if not segments or segments[0][1]:
+        segments = [("", False), *segments]  # BOS (if the tokenizer adds one) is never learned
+    for i, (text, learned) in enumerate(segments):
+        ids = list(tokenizer(text, add_special_tokens=i == 0)["input_ids"])
+        input_ids += ids
+        labels += ids if learned else [IGNORE_INDEX] * len(ids)
+    if adds_eos(record, template) and tokenizer.eos_token_id is not None:
+        input_ids.append(tokenizer.eos_token_id)
+        labels.append(tokenizer.eos_token_id)
+    return input_ids, labels
 
 
 def tokenize_records(
@@ -83,25 +92,27 @@ def tokenize_records(
     max_length: int,
     truncation: TruncationPolicy = "truncate",
 ) -> tuple[list[TokenizedSample], TruncationReport]:
-    """Token ids and labels (prompt masked with IGNORE_INDEX) for each kept record."""
+    """Token ids and labels (prompt masked with IGNORE_INDEX) for each kept record.
+
+    Truncation cuts from the end; a sample left with no learned token is dropped and
+    counted as prompt_too_long."""
     report = TruncationReport(max_length=max_length, policy=truncation)
     out = []
     for record in records:
         report.total += 1
-        prompt_ids, answer_ids = encode(record, tokenizer, template)
-        length = len(prompt_ids) + len(answer_ids)
+        input_ids, labels = encode(record, tokenizer, template)
+        length = len(input_ids)
         report.lengths.append(length)
         if length > max_length:
             if truncation == "drop":
                 report.dropped[record.source] += 1
                 continue
-            if len(prompt_ids) >= max_length:
+            input_ids, labels = input_ids[:max_length], labels[:max_length]
+            if all(x == IGNORE_INDEX for x in labels):
                 # Truncating would leave no answer token to learn from.
                 report.prompt_too_long[record.source] += 1
                 continue
-            answer_ids = answer_ids[: max_length - len(prompt_ids)]
             report.truncated[record.source] += 1
-        labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
-        out.append(TokenizedSample(record.id, record.source, prompt_ids + answer_ids, labels))
+        out.append(TokenizedSample(record.id, record.source, input_ids, labels))
         report.kept += 1
     return out, report

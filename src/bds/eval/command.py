@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from bds.config import ModelConfig
 from bds.errors import BDSInputError, FieldError
 from bds.eval.config import DTYPES, METRICS, EvalConfig, JudgeConfig
+from bds.overrides import OVERRIDE_HELP
 
 console = Console()
+
+
+@dataclass
+class StandaloneEval:
+    """The sections `bds eval` reads without --config (what its overrides may set)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def eval_command(
@@ -23,7 +34,9 @@ def eval_command(
     model: Annotated[
         str | None, typer.Option(help="Base model: embedded name, hub id or folder.")
     ] = None,
-    adapter: Annotated[str | None, typer.Option(help="PEFT LoRA adapter folder.")] = None,
+    adapter: Annotated[
+        str | None, typer.Option(help="PEFT LoRA adapter: a folder or a hub id (org/name).")
+    ] = None,
     metrics: Annotated[
         str | None,
         typer.Option(help=f"Comma-separated subset of {', '.join(METRICS)}."),
@@ -43,16 +56,25 @@ def eval_command(
         str | None,
         typer.Option(help="Generation precision: model, float32, bfloat16 or float16."),
     ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help=OVERRIDE_HELP, metavar="KEY=VALUE", show_default=False),
+    ] = None,
 ) -> None:
-    """Harmful score, fine-tune accuracy and over-refusal, written to OUTPUT/results.json."""
-    from bds.config import ModelConfig, load_config
+    """Harmful score, fine-tune accuracy and over-refusal, written to OUTPUT/results.json.
+
+    Config fields can be set after the options (KEY=VALUE, e.g. eval.batch_size=8);
+    without --config only model.* and eval.* exist; the flags apply after them.
+    """
+    from bds.config import from_dict, load_config
     from bds.eval.runner import RESULTS_FILE, run_eval
 
     if config is not None:
-        run = load_config(config)
+        run = load_config(config, overrides=overrides or ())
         model_cfg, ev, run_template = run.model, run.eval, run.data.template
     else:
-        model_cfg, ev, run_template = ModelConfig(), EvalConfig(), "alpaca"
+        run = from_dict(StandaloneEval, {}, source="bds eval", overrides=overrides or ())
+        model_cfg, ev, run_template = run.model, run.eval, "alpaca"
     if model is not None:
         model_cfg = dataclasses.replace(model_cfg, name=model)
     ev = apply_flags(ev, adapter, metrics, judge, limit, template, batch_size, dtype)

@@ -141,6 +141,8 @@ def _default_judges() -> list[JudgeConfig]:
 class EvalConfig:
     """Evaluation of a base model, with or without a LoRA adapter.
 
+    `adapter`: a PEFT adapter folder (a run's adapter/) or a hub repo id (org/name) holding
+    adapter_config.json and safetensors weights.
     `judges`: every judge scores HS; the first is the headline. Over-refusal uses the ones
     that detect refusals. `template`: defaults to the run's data.template (the model is asked
     in the format it was fine-tuned in). Generation is greedy and seeded. `dtype`: the

@@ -25,14 +25,12 @@ class Generation:
 
 
 def load_generator(model_cfg: Any, adapter: str | None = None, device: str | None = None):
-    """(model, tokenizer) for generation: the base model, with a PEFT LoRA adapter if given."""
-    from bds.models import load_model, load_tokenizer
+    """(model, tokenizer) for generation: the base model, with a PEFT LoRA adapter (a folder
+    or a hub id) if given."""
+    from bds.models import load_model, load_tokenizer, resolve_adapter
 
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        raise BDSInputError(
-            f"eval.adapter: {adapter} is not a PEFT adapter folder (no adapter_config.json); "
-            "point it at the adapter a training run saved"
-        )
+    if adapter is not None:
+        adapter = resolve_adapter(adapter)  # before the model loads
     tokenizer = load_tokenizer(model_cfg, padding_side="left")
     model = load_model(model_cfg)
     if adapter is not None:

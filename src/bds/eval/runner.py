@@ -103,15 +103,17 @@ def run_eval(
     import torch
 
     from bds.eval.generate import generate, load_generator
+    from bds.models import resolve_adapter
 
     started = time.time()
     model_cfg = ev.generation_model(model_cfg)
     output_dir = Path(output_dir)
+    adapter = resolve_adapter(ev.adapter) if ev.adapter else None  # a hub id: its snapshot
     sets = load_prompt_sets(ev, base_dir)
     device = "cuda" if torch.cuda.is_available() else None
 
     log(f"loading {model_cfg.name}" + (f" with adapter {ev.adapter}" if ev.adapter else ""))
-    model, tokenizer = load_generator(model_cfg, ev.adapter, device)
+    model, tokenizer = load_generator(model_cfg, adapter, device)
     for ps in sets:
         ps.generations = generate(
             model,
@@ -123,7 +125,7 @@ def run_eval(
             seed=ev.seed,
             desc=f"{ps.metric}: generating",
             journal=output_dir / PARTIAL_DIR / f"{ps.metric}.jsonl",
-            fingerprint=_fingerprint(model_cfg, ev.adapter, template),
+            fingerprint=_fingerprint(model_cfg, adapter, template),
         )
     del model
     _free_memory()

@@ -40,7 +40,8 @@ def save_checkpoint(
     """model: the PEFT model (all adapters saved); state: tensors/numbers only."""
     target = checkpoint_root(output_dir) / f"step-{step}"
     with atomic_directory(target) as tmp:
-        model.save_pretrained(tmp / "adapter", safe_serialization=True)
+        # no vocabulary resize happens here, so PEFT need not look the base config up by name
+        model.save_pretrained(tmp / "adapter", safe_serialization=True, save_embedding_layers=False)
         torch.save(state, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps({"step": step, **meta}, indent=2), encoding="utf-8")
     return target

@@ -10,6 +10,21 @@ from bds.schedulers.config import SchedulerConfig
 
 Mode = Literal["bds", "bds-no-align", "mix", "sft"]
 
+# Trackers accelerate logs to (its LoggerType; tests/test_trackers.py keeps the two in
+# step) -> the packages that provide them (any one will do). Checked with find_spec, so
+# loading a config stays free of torch and of the trackers themselves.
+TRACKERS: dict[str, tuple[str, ...]] = {
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "wandb": ("wandb",),
+    "trackio": ("trackio",),
+    "comet_ml": ("comet_ml",),
+    "mlflow": ("mlflow",),
+    "aim": ("aim",),
+    "clearml": ("clearml",),
+    "dvclive": ("dvclive",),
+    "swanlab": ("swanlab",),
+}
+
 
 @dataclass
 class LoraSettings:
@@ -35,6 +50,11 @@ class TrainConfig:
     batch only), mix (alignment + unweighted user batch), sft (user batch only).
     Batch sizes are global (summed over processes); each step takes one user batch and,
     in bds/mix, one alignment batch.
+    report_to: experiment trackers that receive the whole config at the start and the
+    train_log.jsonl records every log_steps (through accelerate): any of tensorboard,
+    wandb, trackio, comet_ml, mlflow, aim, clearml, dvclive, swanlab, or `all` (every one
+    installed); a name or a list. Each must be installed (`pip install wandb`); the run's
+    folder is their logging directory. Empty (default): no tracker.
     """
 
     mode: Mode = "bds"
@@ -75,7 +95,7 @@ class TrainConfig:
     log_steps: int = 10
     trajectory_steps: int = 10
     save_steps: int | None = None
-    report_to: list[str] = field(default_factory=list)
+    report_to: list[str] | str = field(default_factory=list)
     seed: int = 42
 
     def validate(self) -> None:
@@ -96,6 +116,7 @@ class TrainConfig:
             raise FieldError("save_steps", f"must be >= 1, got {self.save_steps}")
         if self.lr <= 0:
             raise FieldError("lr", f"must be > 0, got {self.lr}")
+        self.report_to = check_trackers(self.report_to)
         if self.drive == "conflict":
             if self.mode != "bds":
                 raise FieldError(
@@ -120,3 +141,33 @@ class TrainConfig:
     @property
     def uses_scheduler(self) -> bool:
         return self.mode in ("bds", "bds-no-align")
+
+
+def check_trackers(report_to: object) -> list[str]:
+    """`report_to` as a list of known, installed trackers; FieldError naming the first
+    that is neither."""
+    from importlib.util import find_spec
+
+    names = [report_to] if isinstance(report_to, str) else report_to
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise FieldError(
+            "report_to", f"must be a tracker name or a list of them, got {report_to!r}"
+        )
+    for name in names:
+        if name == "all":
+            continue
+        if name not in TRACKERS:
+            import difflib
+
+            near = difflib.get_close_matches(name, TRACKERS, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise FieldError(
+                "report_to",
+                f"unknown tracker {name!r}{hint}; choose from {', '.join(TRACKERS)} or all",
+            )
+        if not any(find_spec(package) for package in TRACKERS[name]):
+            raise FieldError(
+                "report_to",
+                f"{name} is not installed; pip install {TRACKERS[name][0]}, or remove it",
+            )
+    return list(names)

@@ -301,7 +301,9 @@ class _Run:
         acc = self.accelerator
         start = self._resume()
         if self.tc.report_to:
-            acc.init_trackers("bds", config={"mode": self.tc.mode})
+            from bds.config import flat_config
+
+            acc.init_trackers("bds", config=flat_config(self.cfg))  # the whole config
         stop = min(self.total_steps, until_step) if until_step is not None else self.total_steps
         log_path = self.output_dir / "train_log.jsonl"
         from tqdm.auto import tqdm
@@ -624,8 +626,13 @@ class _Run:
             if self.scheduler is not None:  # no output of a run whose weights went NaN
                 check_finite(self.total_steps, {}, self.scheduler.reported_weights(), out)
             with atomic_directory(out / "adapter") as tmp:  # whole or absent
+                # the vocabulary is never resized here: no need for PEFT to look the base
+                # model's config up by its (shareable, not local) name to decide
                 self.peft_model.save_pretrained(
-                    tmp, selected_adapters=["default"], safe_serialization=True
+                    tmp,
+                    selected_adapters=["default"],
+                    safe_serialization=True,
+                    save_embedding_layers=False,
                 )
             ids = [s.id for s in self.user]
             sources = [s.source for s in self.user]
