@@ -17,12 +17,23 @@ every harmful one, 0.5 = no signal, < 0.5 = the signal favours the harmful sampl
                  l_i (the finite-step version of ip over the whole alignment SFT)
   prefixK-*      loss, ip and cos with only the first K response tokens labelled, for the
                  sample and for the refusals (K = 1, 4, 16: the decision to comply or refuse)
+  contrast-*     ip and cos against G_refuse - G_comply: the mean gradient of refusals
+                 minus that of compliant answers to the same harmful prompts, so the
+                 direction means "refuse rather than comply", not "write like an
+                 assistant" (what every refusal shares with benign prose cancels):
+                   -self  the compliant answers are the base model's own greedy answers to
+                          the alignment prompts (no harmful data beyond D_safe's prompts)
+                   -pool  pyrit-harmful answers to D_safe's prompts, minus every record in
+                          the user's data (a defender's harmful pool, disjoint from the attack)
+                 with suffix -k4: only the first 4 response tokens labelled
 
 dirs: all (the demo's alignment set: D_safe + retain answers), refusal (D_safe only),
 retain (the retain answers only).
 
     python benchmarks/drive_signals.py --tasks tweets-freeform --groups prefix,full,lora \
         --output benchmarks/results/drive_signals.json
+    python benchmarks/drive_signals.py --tasks tweets-freeform,instruct-human,sentiment \
+        --groups contrast --output benchmarks/results/drive_signals_contrast.json
 """
 
 from __future__ import annotations
@@ -38,11 +49,13 @@ import torch
 from common import previous_rows, write_rows
 from scheduler_separation import TASKS, task_config
 
-from bds.align import align_stage, saved_retain
+from bds.align import align_stage, answer_retain_requests, saved_retain
 from bds.cli import packaged_config
 from bds.config import load_config
 from bds.data.pipeline import prepare_data
+from bds.data.schema import Record
 from bds.data.tokenize import IGNORE_INDEX, tokenize_records
+from bds.io import short_digest
 from bds.models import load_model, load_tokenizer
 from bds.stats import auroc
 from bds.training.batching import collate
@@ -73,6 +86,33 @@ def mean_grad(model, params, samples, chunk: int = 16) -> list[torch.Tensor]:
         for t, gi in zip(total, torch.autograd.grad(loss, params), strict=True):
             t.add_(gi)
     return total
+
+
+@torch.no_grad()
+def batch_losses(model, samples, chunk: int = 16) -> list[float]:
+    out = []
+    for start in range(0, len(samples), chunk):
+        batch = collate(samples[start : start + chunk], pad_id=0)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        out += per_sample_loss(logits, batch["labels"]).tolist()
+    return out
+
+
+@torch.no_grad()
+def directional(model, params, direction, samples, rel_step: float = 1e-3) -> list[float]:
+    """<grad l_i, direction> for every sample by central differences along `direction`,
+    (l_i(W + hD) - l_i(W - hD)) / 2h: four batched forward passes instead of one backward
+    per sample (h moves the weights by rel_step of their norm)."""
+    h = rel_step * dot(params, params) ** 0.5 / max(dot(direction, direction) ** 0.5, 1e-30)
+    for q, v in zip(params, direction, strict=True):
+        q.add_(v, alpha=h)
+    plus = batch_losses(model, samples)
+    for q, v in zip(params, direction, strict=True):
+        q.add_(v, alpha=-2 * h)
+    minus = batch_losses(model, samples)
+    for q, v in zip(params, direction, strict=True):
+        q.add_(v, alpha=h)
+    return [(a - b) / (2 * h) for a, b in zip(plus, minus, strict=True)]
 
 
 def dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -111,6 +151,46 @@ def clip(samples, k: int):
         labels = list(s.labels[: first + k]) + [IGNORE_INDEX] * (len(s.labels) - first - k)
         out.append(dataclasses.replace(s, labels=labels[: len(s.labels)]))
     return out
+
+
+_OWN: dict[tuple, list] = {}
+OWN_ANSWERS = Path("runs/bench/own_answers")  # kept to read them (and not generate twice)
+
+
+def _own_answers(cfg, alignment: tuple, log) -> list:
+    """The base model's greedy answers to D_safe's prompts (once per process)."""
+    key = tuple(r.id for r in alignment)
+    saved = OWN_ANSWERS.with_suffix(f".{short_digest(list(key))}.jsonl")
+    if key not in _OWN and saved.is_file():
+        _OWN[key] = [Record(**json.loads(line)) for line in saved.read_text().splitlines()]
+    if key not in _OWN:
+        requests = [dataclasses.replace(r, response="", meta={}) for r in alignment]
+        _OWN[key], notes = answer_retain_requests(cfg, requests, log)
+        log(f"  base-model answers to D_safe prompts: {len(_OWN[key])} ({'; '.join(notes)})")
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in _OWN[key]))
+    return _OWN[key]
+
+
+def contrast_pairs(cfg, data, log=print) -> dict[str, tuple[list, list]]:
+    """name -> (refusals, compliant answers) on D_safe's harmful prompts (see contrast-*)."""
+    from bds.data.embedded import pyrit_harmful
+
+    prompts = {r.instruction for r in data.alignment}
+    own = _own_answers(cfg, tuple(data.alignment), log)
+    in_user = {r.id for r in data.finetune} | {(r.instruction, r.response) for r in data.finetune}
+    pool = [
+        r
+        for r in pyrit_harmful().records
+        if r.instruction in prompts
+        and r.id not in in_user
+        and (r.instruction, r.response) not in in_user
+    ]
+    pooled = {r.instruction for r in pool}
+    return {
+        "self": (data.alignment, own),
+        "pool": ([r for r in data.alignment if r.instruction in pooled], pool),
+    }
 
 
 def screen(
@@ -179,6 +259,32 @@ def screen(
                     scores.setdefault(f"cos:{k}", []).append(ip / max(gn * norms[k], 1e-12))
         for q in params:
             q.requires_grad_(False)
+
+    if "contrast" in groups:
+        for name, (refuse, comply) in contrast_pairs(cfg, data).items():
+            r_tok, _ = tokenize_records(refuse, tokenizer, d.template, d.max_length, d.truncation)
+            c_tok, _ = tokenize_records(comply, tokenizer, d.template, d.max_length, d.truncation)
+            print(f"  contrast-{name}: {len(r_tok)} refusals vs {len(c_tok)} compliances")
+            for k in (None, 4):
+                clip_k = (lambda x: x) if k is None else (lambda x, k=k: clip(x, k))
+                for q in weights:
+                    q.requires_grad_(True)
+                gr = mean_grad(model, weights, clip_k(r_tok))
+                gc = mean_grad(model, weights, clip_k(c_tok))
+                for q in weights:
+                    q.requires_grad_(False)
+                direction = [a - b for a, b in zip(gr, gc, strict=True)]
+                label = f"contrast-{name}" + ("" if k is None else f"-k{k}")
+                scores[f"ip:{label}"] = directional(model, weights, direction, clip_k(user))
+                for q in weights:  # check the differences against exact gradients
+                    q.requires_grad_(True)
+                exact = [
+                    dot(sample_grad(model, weights, s)[1], direction) for s in clip_k(user)[:3]
+                ]
+                for q in weights:
+                    q.requires_grad_(False)
+                print(f"  {label}: exact {exact} vs differences {scores[f'ip:{label}'][:3]}")
+                print(f"  {task} p={p} {label} done", flush=True)
 
     out = {}
     for name, values in scores.items():
