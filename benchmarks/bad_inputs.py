@@ -245,7 +245,9 @@ def config_cases(fx: dict[str, Any]) -> list[Case]:
         "list at top": text(fx, "list.yaml", "- 1\n- 2\n"),
         "empty config": text(fx, "empty.yaml", ""),
         "no data section": text(fx, "nodata.yaml", "model: {name: x}\n"),
-        "unknown mode": text(fx, "mode.yaml", good.replace("  batch_size: 4", "  mode: lisa")),
+        "train.mode (moved)": text(
+            fx, "mode.yaml", good.replace("  batch_size: 4", "  mode: lisa")
+        ),
         "unknown source kind": text(fx, "kind.yaml", good.replace("kind: local", "kind: web", 1)),
         "unknown embedded name": text(
             fx,
@@ -534,7 +536,10 @@ def cli_cases(fx: dict[str, Any]) -> list[Case]:
         ("demo --n -5", ["demo", "--config", cfg, "-o", out, "--n", "-5"]),
         ("demo --n many", ["demo", "--config", cfg, "-o", out, "--n", "many"]),
         ("demo --seed -1", ["demo", "--config", cfg, "-o", out, "--seed", "-1"]),
-        ("demo --methods lisa", ["demo", "--config", cfg, "-o", out, "--methods", "sft,lisa"]),
+        (
+            "demo --methods vaccine",
+            ["demo", "--config", cfg, "-o", out, "--methods", "sft,vaccine"],
+        ),
         ("demo --methods empty", ["demo", "--config", cfg, "-o", out, "--methods", ","]),
         ("demo missing config", ["demo", "--config", str(r / "nope.yaml"), "-o", out]),
         ("audit without --scheduler", ["audit", fx["benign"]]),

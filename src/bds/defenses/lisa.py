@@ -60,8 +60,15 @@ class Lisa(Defense):
     """Alternates the batch source by step and adds the proximal term to either loss."""
 
     def after_model(self) -> None:
-        self.trained = [p for p in self.run.peft_model.parameters() if p.requires_grad]
+        run, s = self.run, self.settings
+        self.trained = [p for p in run.peft_model.parameters() if p.requires_grad]
         self.anchor = [p.detach().clone() for p in self.trained]  # both states start here
+        if run.total_steps <= s.alignment_steps:  # the official split assumes long runs
+            run.accelerator.print(
+                f"lisa: all {run.total_steps} steps fall in the first alignment state "
+                f"(alignment_steps {s.alignment_steps}): no user sample is trained on; "
+                "shorten defense.alignment_steps / finetune_steps for a run this short"
+            )
 
     def in_alignment_state(self, step: int) -> bool:
         s = self.settings
