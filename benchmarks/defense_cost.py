@@ -22,13 +22,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import environment
+from common import write_rows
 
 from bds.cli import packaged_config
 from bds.config import load_config
 from bds.data.pipeline import prepare_data
 from bds.defenses.registry import defense_names, settings_for
-from bds.io import to_jsonable, write_json
+from bds.io import to_jsonable
 from bds.models import load_model, load_tokenizer
 from bds.training import trainer as trainer_module
 
@@ -106,26 +106,21 @@ def main() -> None:
             row["step_vs_sft"] = round(row["mean_step_seconds"] / sft["mean_step_seconds"], 3)
             run = row["mean_step_seconds"] * row["steps_per_run"]
             row["run_vs_sft"] = round(run / (sft["mean_step_seconds"] * sft["steps_per_run"]), 3)
-    result = {
-        "benchmark": "defense_cost",
-        "rows": rows,
-        "protocol": {
-            "config": args.config,
-            "model": base.model.name,
-            "n": len(data.finetune),
-            "alignment": len(data.alignment),
-            "batch_size": base.train.batch_size,
-            "alignment_batch_size": base.train.alignment_batch_size,
-            "max_length": base.data.max_length,
-            "warmup_steps": args.warmup,
-            "timed_steps": args.steps,
-            "short_run_settings": SHORT_RUN,
-            "note": "run_vs_sft = mean step x steps of a whole run (config epochs), vs SFT's",
-            **environment(),
-        },
+    protocol = {
+        "config": args.config,
+        "model": base.model.name,
+        "n": len(data.finetune),
+        "alignment": len(data.alignment),
+        "batch_size": base.train.batch_size,
+        "alignment_batch_size": base.train.alignment_batch_size,
+        "max_length": base.data.max_length,
+        "mixed_precision": base.train.mixed_precision,
+        "warmup_steps": args.warmup,
+        "timed_steps": args.steps,
+        "short_run_settings": SHORT_RUN,
+        "note": "run_vs_sft = mean step x steps of a whole run (config epochs), vs SFT's",
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    write_json(Path(args.output), to_jsonable(result))
+    write_rows(Path(args.output), "defense_cost", rows, protocol)
     print(f"wrote {args.output}")
 
 
