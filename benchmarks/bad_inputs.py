@@ -98,6 +98,7 @@ def make_fixtures(root: Path) -> dict[str, Any]:
             "harmful_ratio": 0.2,
             "max_length": 64,
         },
+        "defense": {"name": "bds"},
         "train": {
             "max_steps": 2,
             "batch_size": 4,
@@ -168,18 +169,18 @@ NUMERIC = {
     "train.save_steps": [0],
     "train.gradient_accumulation_steps": [0],
     "train.log_steps": [0],
-    "train.scheduler.init_logit": [NAN, INF],
-    "train.scheduler.lr": [NAN, INF, 0],
-    "train.scheduler.temperature": [NAN, -1],
-    "train.scheduler.seed": [-3],
-    "train.scheduler.average_last": [0],
-    "train.scheduler.sgld_beta": [NAN, 1.0],
-    "train.scheduler.betas": [[NAN, 0.9], [0.9], [1.0, 0.5]],
-    "train.scheduler.priors.0.std": [NAN, 0, -1],
-    "train.scheduler.priors.0.strength": [NAN, -1],
-    "train.scheduler.priors.0.target_fraction": [NAN, 0, 2],
-    "train.scheduler.neural.encoder_lr": [NAN, 0],
-    "train.scheduler.neural.lora_alpha": [NAN, 0],
+    "defense.scheduler.init_logit": [NAN, INF],
+    "defense.scheduler.lr": [NAN, INF, 0],
+    "defense.scheduler.temperature": [NAN, -1],
+    "defense.scheduler.seed": [-3],
+    "defense.scheduler.average_last": [0],
+    "defense.scheduler.sgld_beta": [NAN, 1.0],
+    "defense.scheduler.betas": [[NAN, 0.9], [0.9], [1.0, 0.5]],
+    "defense.scheduler.priors.0.std": [NAN, 0, -1],
+    "defense.scheduler.priors.0.strength": [NAN, -1],
+    "defense.scheduler.priors.0.target_fraction": [NAN, 0, 2],
+    "defense.scheduler.neural.encoder_lr": [NAN, 0],
+    "defense.scheduler.neural.lora_alpha": [NAN, 0],
     "data.n": [0, -5, 10**30],
     "data.harmful_ratio": [NAN, INF, -0.1, 1.5],
     "data.max_length": [8, -1],
@@ -198,8 +199,8 @@ NUMERIC = {
 def numeric_cases(fx: dict[str, Any]) -> list[Case]:
     cases = []
     for dotted, values in NUMERIC.items():
-        if dotted.startswith("train.scheduler.priors"):
-            base = with_value(fx["config"], "train.scheduler.priors", [{"kind": "gaussian"}])
+        if dotted.startswith("defense.scheduler.priors"):
+            base = with_value(fx["config"], "defense.scheduler.priors", [{"kind": "gaussian"}])
         else:
             base = fx["config"]
         for k, value in enumerate(values):
@@ -244,7 +245,9 @@ def config_cases(fx: dict[str, Any]) -> list[Case]:
         "list at top": text(fx, "list.yaml", "- 1\n- 2\n"),
         "empty config": text(fx, "empty.yaml", ""),
         "no data section": text(fx, "nodata.yaml", "model: {name: x}\n"),
-        "unknown mode": text(fx, "mode.yaml", good.replace("  batch_size: 4", "  mode: lisa")),
+        "train.mode (moved)": text(
+            fx, "mode.yaml", good.replace("  batch_size: 4", "  mode: lisa")
+        ),
         "unknown source kind": text(fx, "kind.yaml", good.replace("kind: local", "kind: web", 1)),
         "unknown embedded name": text(
             fx,
@@ -469,7 +472,7 @@ def cli_cases(fx: dict[str, Any]) -> list[Case]:
         ("unknown command", ["fly"]),
         ("train without --config", ["train", "-o", out]),
         ("train without --output", ["train", "-c", cfg]),
-        ("train --mode lisa", ["train", "-c", cfg, "-o", out, "--mode", "lisa"]),
+        ("train --mode vaccine", ["train", "-c", cfg, "-o", out, "--mode", "vaccine"]),
         ("train --frozen alone", ["train", "-c", cfg, "-o", out, "--frozen"]),
         (
             "train --scheduler-from a plain folder",
@@ -533,7 +536,10 @@ def cli_cases(fx: dict[str, Any]) -> list[Case]:
         ("demo --n -5", ["demo", "--config", cfg, "-o", out, "--n", "-5"]),
         ("demo --n many", ["demo", "--config", cfg, "-o", out, "--n", "many"]),
         ("demo --seed -1", ["demo", "--config", cfg, "-o", out, "--seed", "-1"]),
-        ("demo --methods lisa", ["demo", "--config", cfg, "-o", out, "--methods", "sft,lisa"]),
+        (
+            "demo --methods vaccine",
+            ["demo", "--config", cfg, "-o", out, "--methods", "sft,vaccine"],
+        ),
         ("demo --methods empty", ["demo", "--config", cfg, "-o", out, "--methods", ","]),
         ("demo missing config", ["demo", "--config", str(r / "nope.yaml"), "-o", out]),
         ("audit without --scheduler", ["audit", fx["benign"]]),
@@ -596,7 +602,9 @@ def prepare_state(fx: dict[str, Any]) -> None:
     (legacy / "summary.json").write_text("{}")
     # an old demo folder: made with p=0.2, N=20 (its identity only: no stage needs to run)
     sched_cfg = with_value(
-        fx["config"], "train.scheduler", {"kind": "neural", "neural": {"encoder": fx["encoder"]}}
+        fx["config"],
+        "defense",
+        {"name": "bds-neural", "scheduler": {"neural": {"encoder": fx["encoder"]}}},
     )
     code, _, err = run_child(
         ["train", "-c", write_config(r / "neural.yaml", sched_cfg), "-o", str(r / "neural-run")],

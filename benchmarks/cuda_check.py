@@ -83,11 +83,11 @@ def main() -> None:
     data = demo_shaped_data(random.Random(0))
     timings = {}
     variants = {
-        "sft": {"mode": "sft"},
-        "mix": {"mode": "mix"},
-        "bds": {"mode": "bds"},
-        "bds-two-pass": {"mode": "bds", "one_pass": False},
-        "bds-agnostic": {"mode": "bds", "safety_agnostic": True},
+        "sft": {"defense": "sft"},
+        "mix": {"defense": "mix"},
+        "bds": {"defense": "bds"},
+        "bds-two-pass": {"defense": "bds", "one_pass": False},
+        "bds-agnostic": {"defense": "bds", "safety_agnostic": True},
     }
     for name, kw in variants.items():
         torch.manual_seed(0)

@@ -33,13 +33,19 @@ from bds.models import load_model, load_tokenizer
 from bds.training.trainer import train
 
 
-def variant(cfg, steps: int, **train_overrides):
+def variant(cfg, steps: int, defense: str | None = None, **overrides):
+    """`cfg` for `steps` timed steps, running `defense` (a preset of the configured one keeps
+    its settings); each override sets the defense's setting of that name, else train's."""
+    from bds.defenses.registry import settings_for
+
     cfg = copy.deepcopy(cfg)
     cfg.train = replace(
         cfg.train, max_steps=steps, log_steps=1, trajectory_steps=10**9, save_steps=None
     )
-    for key, value in train_overrides.items():
-        setattr(cfg.train, key, value)
+    if defense is not None:
+        cfg.defense = settings_for(defense, cfg.defense)
+    for key, value in overrides.items():
+        setattr(cfg.defense if hasattr(cfg.defense, key) else cfg.train, key, value)
     return cfg
 
 
@@ -90,14 +96,14 @@ def main() -> None:
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data)
     rows = [
-        time_variant(variant(cfg, args.steps, mode="sft"), data, tokenizer, "sft"),
-        time_variant(variant(cfg, args.steps, mode="mix"), data, tokenizer, "mix"),
-        time_variant(variant(cfg, args.steps, mode="bds"), data, tokenizer, "bds"),
+        time_variant(variant(cfg, args.steps, defense="sft"), data, tokenizer, "sft"),
+        time_variant(variant(cfg, args.steps, defense="mix"), data, tokenizer, "mix"),
+        time_variant(variant(cfg, args.steps, defense="bds"), data, tokenizer, "bds"),
     ]
     if not args.quick:
         rows.append(
             time_variant(
-                variant(cfg, args.steps, mode="bds", one_pass=False),
+                variant(cfg, args.steps, defense="bds", one_pass=False),
                 data,
                 tokenizer,
                 "bds-two-pass",
@@ -105,7 +111,7 @@ def main() -> None:
         )
         rows.append(
             time_variant(
-                variant(cfg, args.steps, mode="bds", safety_agnostic=True),
+                variant(cfg, args.steps, defense="bds", safety_agnostic=True),
                 data,
                 tokenizer,
                 "bds-agnostic",
@@ -114,7 +120,7 @@ def main() -> None:
         for n in (int(x) for x in args.sizes.split(",") if x):
             rows.append(
                 time_variant(
-                    variant(cfg, args.steps, mode="bds"),
+                    variant(cfg, args.steps, defense="bds"),
                     repeat_to(data, n),
                     tokenizer,
                     f"bds-N={n}",

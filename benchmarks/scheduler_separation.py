@@ -1,7 +1,7 @@
 """Does the scheduler tell harmful samples from benign ones, whatever the benign task?
 
 On the aligned model as the demo builds it (cached), for each benign task, harmful ratio p
-and scheduler drive (train.drive, see bds/training/conflict.py), fine-tune with BDS on the
+and scheduler drive (defense.drive, see bds/training/conflict.py), fine-tune with BDS on the
 demo protocol and record:
   - AUROC of the final weights, benign vs harmful;
   - the mean weight per source;
@@ -38,6 +38,7 @@ from bds.align import align_stage, saved_retain
 from bds.cli import packaged_config
 from bds.config import SourceConfig, load_config
 from bds.data.pipeline import prepare_data
+from bds.defenses.registry import settings_for
 from bds.models import load_model, load_tokenizer
 from bds.training.trainer import train
 
@@ -115,9 +116,9 @@ def main() -> None:
                     continue
                 cfg = copy.deepcopy(cfg_data)
                 cfg.model.name = str(aligned)
-                cfg.train.mode = "bds"
+                cfg.defense = settings_for("bds", cfg.defense)
                 for key, value in DRIVES[drive].items():
-                    setattr(cfg.train, key, value)
+                    setattr(cfg.defense, key, value)
                 row = {"task": task, "p": p, "drive": drive, **run_one(cfg, data, tokenizer)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -68,10 +68,11 @@ def main() -> None:
         for name in args.variants.split(","):
             v = VARIANTS[name]
             cfg = copy.deepcopy(cfg_task)
-            cfg.train.scheduler.inference = v["inference"]
-            cfg.train.safety_agnostic = v["agnostic"]
-            cfg.train.reference_weights = v.get("reference", cfg.train.reference_weights)
-            cfg.train.scheduler.estimator = v.get("estimator", cfg.train.scheduler.estimator)
+            bds = cfg.defense
+            bds.scheduler.inference = v["inference"]
+            bds.safety_agnostic = v["agnostic"]
+            bds.reference_weights = v.get("reference", bds.reference_weights)
+            bds.scheduler.estimator = v.get("estimator", bds.scheduler.estimator)
             with tempfile.TemporaryDirectory() as out:
                 t0 = time.perf_counter()
                 result = train(

@@ -57,18 +57,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="steps per timed variant")
     parser.add_argument("--skip-defense", action="store_true", help="only audit and timing")
     parser.add_argument(
-        "--neural-train", choices=["head", "lora", "full"], help="train.scheduler.neural.train"
+        "--neural-train", choices=["head", "lora", "full"], help="defense.scheduler.neural.train"
     )
-    parser.add_argument("--encoder-lr", type=float, help="train.scheduler.neural.encoder_lr")
+    parser.add_argument("--encoder-lr", type=float, help="defense.scheduler.neural.encoder_lr")
     args = parser.parse_args()
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(args.config)
     if args.neural_train:
-        cfg.train.scheduler.neural.train = args.neural_train
+        cfg.defense.scheduler.neural.train = args.neural_train
     if args.encoder_lr:
-        cfg.train.scheduler.neural.encoder_lr = args.encoder_lr
+        cfg.defense.scheduler.neural.encoder_lr = args.encoder_lr
     demo_dir = out / "demo"
     if args.demo_dir and not demo_dir.exists():
         shutil.copytree(args.demo_dir, demo_dir, symlinks=True)
@@ -101,7 +101,7 @@ def main() -> None:
 
     neural_run = json.loads((demo_dir / "attack-bds-neural" / "summary.json").read_text())
     result["neural_training"] = {
-        "settings": cfg.train.scheduler.neural,
+        "settings": cfg.defense.scheduler.neural,
         "weights": neural_run["weights"],
         "mean_step_seconds": neural_run["mean_step_seconds"],
     }
@@ -134,9 +134,9 @@ def main() -> None:
     # 3. step time, same batches
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data)
-    scalar = time_variant(variant(cfg, args.steps, mode="bds"), data, tokenizer, "bds-scalar")
-    ncfg = variant(cfg, args.steps, mode="bds")
-    ncfg.train.scheduler.kind = "neural"
+    scalar = time_variant(variant(cfg, args.steps, defense="bds"), data, tokenizer, "bds-scalar")
+    ncfg = variant(cfg, args.steps, defense="bds")
+    ncfg.defense.scheduler.kind = "neural"
     neural = time_variant(ncfg, data, tokenizer, "bds-neural")
     ratio = neural["mean_step_seconds"] / scalar["mean_step_seconds"]
     result["step_time"] = {

@@ -14,7 +14,7 @@ def main(out: Path) -> None:
     original = trainer_module._Run._finish
 
     def finish(self, *args, **kwargs):
-        captured["scheduler"] = self.scheduler.state_dict()
+        captured["scheduler"] = self.defense.scheduler.state_dict()
         captured["rank"] = self.accelerator.process_index
         return original(self, *args, **kwargs)
 

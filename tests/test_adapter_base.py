@@ -41,7 +41,7 @@ def test_a_trained_adapter_names_the_embedded_model_not_the_cache(
 ):
     from bds.training.trainer import train
 
-    cfg = make_config(max_steps=1, mode="sft", lora={"target_modules": ["q_proj", "v_proj"]})
+    cfg = make_config("sft", max_steps=1, lora={"target_modules": ["q_proj", "v_proj"]})
     assert cfg.model.name == EMBEDDED
     from bds.models import load_tokenizer
 

@@ -159,7 +159,7 @@ def test_attack_alignment_set_takes_the_retain_samples_when_asked(
     seen = {}
 
     def fake_train(cfg, run_dir, data):
-        seen[cfg.train.mode] = data.alignment
+        seen[cfg.defense.name] = data.alignment
 
     monkeypatch.setattr("bds.training.trainer.train", fake_train)
     data = prepare_data(align_config.data)

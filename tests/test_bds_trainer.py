@@ -53,7 +53,7 @@ def test_outputs_of_a_run(tmp_path):
     )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["finetune_harmful"] == 20 and summary["counts"]["alignment"] == 40
-    assert summary["config"]["train"]["mode"] == "bds"
+    assert summary["config"]["defense"]["name"] == summary["mode"] == "bds"
     assert summary["mixed_precision"] == {
         "setting": "no",
         "used": "no",
@@ -65,7 +65,7 @@ def test_outputs_of_a_run(tmp_path):
 
 @pytest.mark.parametrize("mode", ["sft", "mix", "bds-no-align"])
 def test_modes(tmp_path, mode):
-    result = run(tmp_path, mode=mode, epochs=1)
+    result = run(tmp_path, defense=mode, epochs=1)
     log = json.loads((result.output_dir / "train_log.jsonl").read_text().splitlines()[-1])
     assert ("loss_align" in log) == (mode == "mix")
     assert (result.output_dir / "weights.csv").exists() == (mode == "bds-no-align")
@@ -84,7 +84,7 @@ def test_one_pass_and_two_pass_agree(tmp_path):
 
 
 def test_sft_loss_falls(tmp_path):
-    result = run(tmp_path, mode="sft", epochs=4)
+    result = run(tmp_path, defense="sft", epochs=4)
     log = [
         json.loads(line)
         for line in (result.output_dir / "train_log.jsonl").read_text().splitlines()
@@ -144,7 +144,8 @@ def test_safety_agnostic_trains_a_reference_adapter(tmp_path, reference_weights)
 
 
 def test_two_processes_hold_the_same_scheduler(tmp_path):
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -164,8 +165,8 @@ def test_two_processes_hold_the_same_scheduler(tmp_path):
 
 
 def test_runs_with_different_precisions_in_one_process(tmp_path):
-    run(tmp_path, "fp32", mode="sft", epochs=1)
-    result = run(tmp_path, "bf16", mode="sft", epochs=1, mixed_precision="bf16")
+    run(tmp_path, "fp32", defense="sft", epochs=1)
+    result = run(tmp_path, "bf16", defense="sft", epochs=1, mixed_precision="bf16")
     assert result.summary["steps"] == 10
 
 
@@ -200,7 +201,7 @@ def test_a_model_that_rescales_its_logits_projects_every_position(tmp_path):
 
     model.register_forward_hook(halve_logits)
     result = train(
-        make_config(epochs=1, mode="sft"),
+        make_config(epochs=1, defense="sft"),
         tmp_path / "run",
         model=model,
         tokenizer=tok,
@@ -211,10 +212,10 @@ def test_a_model_that_rescales_its_logits_projects_every_position(tmp_path):
 
 
 def test_eager_attention_trains_the_same_model_in_float32(tmp_path):
-    default = run(tmp_path, "sdpa", mode="mix", epochs=1)
+    default = run(tmp_path, "sdpa", defense="mix", epochs=1)
     model, tok = make_model_and_tokenizer()
     eager = train(
-        make_config(mode="mix", epochs=1, attn_implementation="eager"),
+        make_config(defense="mix", epochs=1, attn_implementation="eager"),
         tmp_path / "eager",
         model=model,
         tokenizer=tok,
@@ -232,7 +233,7 @@ def test_reference_adapter_starts_from_the_delivered_adapters_init(tmp_path):
     afterwards isolates what the alignment batch changed (not two random starts)."""
     from peft import LoraConfig, get_peft_model
 
-    from bds.training.trainer import REFERENCE_ADAPTER, _copy_adapter
+    from bds.defenses.bds import REFERENCE_ADAPTER, _copy_adapter
 
     model, _ = make_model_and_tokenizer()
 

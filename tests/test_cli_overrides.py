@@ -37,7 +37,7 @@ def test_overrides_set_fields_at_any_depth(cfg_path, tmp_path):
             "data.harmful_ratio=0.3",
             "train.lora.r=16",
             "train.lora.target_modules=[q_proj, v_proj]",
-            "train.scheduler.neural.encoder_lr=3.0e-4",
+            "defense.scheduler.neural.encoder_lr=3.0e-4",
             "train.max_steps=null",
             "train.gradient_checkpointing=true",
             "data.benign.fields.instruction=question",
@@ -49,13 +49,20 @@ def test_overrides_set_fields_at_any_depth(cfg_path, tmp_path):
     assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float)
     assert cfg.data.harmful_ratio == 0.3
     assert (cfg.train.lora.r, cfg.train.lora.target_modules) == (16, ["q_proj", "v_proj"])
-    assert cfg.train.scheduler.neural.encoder_lr == 3e-4
+    assert cfg.defense.scheduler.neural.encoder_lr == 3e-4
     assert cfg.train.max_steps is None and cfg.train.gradient_checkpointing is True
     assert cfg.data.benign.fields == {"instruction": "question"}
     assert cfg.data.benign.label == "benign"  # the rest of the section is kept
     assert (cfg.align.retain.kind, cfg.align.retain.path) == ("local", str(extra))
     assert [j.name for j in cfg.eval.judges] == ["keyword"]
     assert cfg.output_dir == "runs/x"
+
+
+def test_defense_settings_are_checked_against_the_named_defense(cfg_path):
+    cfg = load_config(cfg_path, overrides=["defense.name=lisa", "defense.rho=2.0"])
+    assert (cfg.defense.name, cfg.defense.rho) == ("lisa", 2.0)
+    with pytest.raises(ConfigError, match="unknown key defense.rho"):
+        load_config(cfg_path, overrides=["defense.name=sft", "defense.rho=2.0"])
 
 
 def test_a_later_override_wins_and_the_callers_data_is_untouched():
@@ -120,7 +127,10 @@ def test_a_section_check_names_the_override_that_broke_it(cfg_path):
         ("train.lrr=1", "unknown key train.lrr; did you mean train.lr or"),
         ("lr=1", "unknown key lr; did you mean"),
         ("train.lr.x=1", "unknown key train.lr.x"),
-        ("nothing=1", "unknown key nothing; the top-level keys are data, model, train, eval"),
+        (
+            "nothing=1",
+            "unknown key nothing; the top-level keys are data, model, defense, train, eval",
+        ),
     ],
 )
 def test_unknown_keys_are_refused_with_near_matches(cfg_path, override, expected):

@@ -44,7 +44,7 @@ def test_paper_config_uses_reference_protocol():
         10,
         20,
     )
-    assert (t.lora.r, t.lora.alpha, t.scheduler.lr) == (32, 4, 5e-3)
+    assert (t.lora.r, t.lora.alpha, cfg.defense.scheduler.lr) == (32, 4, 5e-3)
     ev = cfg.eval
     assert ev.judges[0].name == "beaver-dam" and ev.judges[0].max_length == 256
     hs = ev.harmful_score

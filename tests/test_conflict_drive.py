@@ -110,14 +110,15 @@ def test_conflict_drive_separates_the_synthetic_task(tmp_path, window, auroc):
     "train,message",
     [
         (
-            {"mode": "bds-no-align"},
-            "train.drive: conflict measures each sample against the alignment batch; mode bds-no-align has no alignment batch",
+            {"defense": "bds-no-align"},
+            "defense.drive: conflict measures each sample against the alignment batch; "
+            "bds-no-align has no alignment batch",
         ),
         (
             {"safety_agnostic": True},
-            "train.safety_agnostic: True does not apply with drive: conflict",
+            "defense.safety_agnostic: True does not apply with drive: conflict",
         ),
-        ({"one_pass": False}, "train.one_pass: False does not apply"),
+        ({"one_pass": False}, "train.one_pass: False does not apply with defense.drive: conflict"),
     ],
 )
 def test_conflict_drive_needs_the_alignment_batch(train, message):

@@ -133,7 +133,7 @@ def test_demo_with_the_neural_scheduler(tmp_path, demo_config, capsys):
 
     cfg = yaml.safe_load(demo_config.read_text())
     encoder = save_tiny_encoder(tmp_path / "tiny-encoder")
-    cfg["train"]["scheduler"] = {"neural": {"encoder": str(encoder)}}
+    cfg["defense"] = {"name": "bds", "scheduler": {"neural": {"encoder": str(encoder)}}}
     demo_config.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "demo-neural"
     argv = ["demo", "--config", str(demo_config), "--output", str(out), "--methods", "bds-neural"]
@@ -142,7 +142,7 @@ def test_demo_with_the_neural_scheduler(tmp_path, demo_config, capsys):
     assert set(results["methods"]) == {"aligned", "bds-neural"}
     assert "weights_auroc_benign_vs_harmful" in results["methods"]["bds-neural"]
     summary = json.loads((out / "attack-bds-neural" / "summary.json").read_text())
-    assert summary["config"]["train"]["scheduler"]["kind"] == "neural"
+    assert summary["config"]["defense"]["scheduler"]["kind"] == "neural"
     assert (out / "attack-bds-neural" / "scheduler" / "scheduler.json").is_file()
 
 
@@ -152,7 +152,7 @@ def test_bds_train_starts_from_a_saved_neural_scheduler(tmp_path, demo_config, c
 
     cfg = yaml.safe_load(demo_config.read_text())
     encoder = save_tiny_encoder(tmp_path / "tiny-encoder")
-    cfg["train"]["scheduler"] = {"kind": "neural", "neural": {"encoder": str(encoder)}}
+    cfg["defense"] = {"name": "bds-neural", "scheduler": {"neural": {"encoder": str(encoder)}}}
     demo_config.write_text(yaml.safe_dump(cfg))
     first = tmp_path / "first"
     assert cli(["train", "--config", str(demo_config), "--output", str(first)]) == 0
@@ -176,7 +176,7 @@ def test_bds_train_starts_from_a_saved_neural_scheduler(tmp_path, demo_config, c
 
 def test_demo_bad_options_exit_2(demo_config, capsys):
     for argv, needle in [
-        (["--methods", "sft,lisa"], "--methods"),
+        (["--methods", "sft,vaccine"], "--methods"),
         (["--p", "1.5"], "--p"),
     ]:
         assert cli(["demo", "--config", str(demo_config), *argv]) == 2
@@ -195,5 +195,8 @@ def test_bds_train_command_writes_the_run_outputs(tmp_path, demo_config, capsys)
         "summary.json",
     ):
         assert (out / name).is_file(), name
-    assert cli(["train", "--config", str(demo_config), "--output", str(out), "--mode", "lisa"]) == 2
-    assert "--mode" in capsys.readouterr().err
+    assert (
+        cli(["train", "--config", str(demo_config), "--output", str(out), "--defense", "vaccine"])
+        == 2
+    )
+    assert "--defense" in capsys.readouterr().err

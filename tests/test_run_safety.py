@@ -39,8 +39,8 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert json.loads((out / "run.json").read_text())["parts"]["config"]["train"]["lr"] == 3e-3
     with pytest.raises(BDSInputError, match=r"train\.lr 0\.003 \(now 0\.3\)"):
         run(out, epochs=1, lr=0.3)
-    with pytest.raises(BDSInputError, match=r'train\.mode "bds" \(now "sft"\)'):
-        run(out, epochs=1, mode="sft")
+    with pytest.raises(BDSInputError, match=r'defense\.name "bds" \(now "sft"\)'):
+        run(out, epochs=1, defense="sft")
     with pytest.raises(BDSInputError, match=r"train\.epochs 1\.0 \(now 2\.0\)"):
         run(out, epochs=2)
     # the log cadence changes no result: resuming with it changed is allowed

@@ -95,11 +95,11 @@ def test_the_trainer_hands_the_whole_config_to_the_trackers(tmp_path, monkeypatc
     monkeypatch.setattr(
         Accelerator, "init_trackers", lambda self, name, config=None, **kw: seen.update(config)
     )
-    cfg = make_config(max_steps=2, mode="sft")
+    cfg = make_config("sft", max_steps=2)
     cfg.train.report_to = ["tensorboard"]  # past the check: accelerate skips it if absent
     model, tok = make_model_and_tokenizer()
     from bds.training.trainer import train
 
     train(cfg, tmp_path / "run", model=model, tokenizer=tok, data=make_data(20), progress=False)
     assert seen == flat_config(cfg)
-    assert seen["train.mode"] == "sft" and seen["train.max_steps"] == 2
+    assert seen["defense.name"] == "sft" and seen["train.max_steps"] == 2

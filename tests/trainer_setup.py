@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from bds.config import RunConfig, from_dict
 from bds.data.mixer import mix_finetune_set
 from bds.data.pipeline import PreparedData
+from bds.defenses.bds import BDSSettings
 from bds.tiny import build_tiny_model, build_tiny_tokenizer, synthetic_conflict_task
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def make_config(**train) -> RunConfig:
+# BDS's settings, given to make_config beside the train section's for brevity
+BDS_KEYS = [f.name for f in dataclasses.fields(BDSSettings) if f.name != "name"]
+
+
+def make_config(defense: str | dict = "bds", **train) -> RunConfig:
+    """The tiny run's config: `defense` a name or a {name: ..., setting: ...} mapping
+    (BDS's own settings may also be passed as keywords, e.g. drive="conflict")."""
     placeholder = {"kind": "local", "path": "given-in-memory.jsonl"}
+    chosen = {"name": defense} if isinstance(defense, str) else dict(defense)
+    if chosen["name"].startswith("bds"):
+        chosen = {"scheduler": {"lr": 0.05}, **chosen}
+        for key in BDS_KEYS:
+            if key in train:
+                value = train.pop(key)
+                merge = isinstance(value, dict) and isinstance(chosen.get(key), dict)
+                chosen[key] = {**chosen[key], **value} if merge else value
     section = {
-        "mode": "bds",
         "epochs": 2,
         "batch_size": 10,
         "alignment_batch_size": 10,
         "lr": 3e-3,
         "mixed_precision": "no",  # the same numbers on every CPU (auto would pick by machine)
         "lora": {"r": 8, "alpha": 16, "target_modules": ALL_LINEAR},
-        "scheduler": {"lr": 0.05},
         "log_steps": 5,
         "trajectory_steps": 5,
     }
@@ -40,6 +55,7 @@ def make_config(**train) -> RunConfig:
                 "harmful_ratio": 0.2,
                 "max_length": 64,
             },
+            "defense": chosen,
             "train": section,
         },
     )
@@ -55,3 +71,26 @@ def make_model_and_tokenizer():
     torch.set_num_threads(1)
     tok = build_tiny_tokenizer()
     return build_tiny_model("llama", vocab_size=len(tok), seed=0), tok
+
+
+def train_tiny(out, defense="bds", data=None, until_step=None, **train_kw):
+    """Train the tiny model on the synthetic task into `out`; returns (result, log lines)."""
+    import json
+
+    from bds.training.trainer import train
+
+    model, tok = make_model_and_tokenizer()
+    cfg = make_config(defense, **train_kw)
+    data = data or make_data()
+    result = train(cfg, out, model=model, tokenizer=tok, data=data, until_step=until_step,
+                   progress=False)  # fmt: skip
+    log_file = out / "train_log.jsonl"
+    log = [json.loads(x) for x in log_file.read_text().splitlines()] if log_file.exists() else []
+    return result, log
+
+
+def adapter_weights(folder):
+    """The saved adapter's tensors (a run's adapter/ or a checkpoint's)."""
+    from safetensors.torch import load_file
+
+    return load_file(folder / "adapter_model.safetensors")

@@ -7,8 +7,10 @@ answers them (self-distillation, generated once), so alignment learns when to re
 the model stays helpful -- and an attack has alignment to break.
 
 The result is cached in $BDS_CACHE/aligned/<key>; the key covers the base model, the
-alignment records, the retain requests and how they are answered, and the train settings
-an SFT run reads.
+alignment records, the retain requests and how they are answered, the train settings
+an SFT run reads, and the alignment-stage defense (`align.defense`) with its settings when
+it is not plain SFT (so the SFT-aligned model keeps the key it always had, and another
+defense builds its own model).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from bds.assets import cache_dir
 from bds.config import RunConfig
 from bds.data.pipeline import PreparedData
 from bds.data.schema import Record
+from bds.defenses.registry import default_settings
 from bds.errors import BDSInputError
 from bds.io import atomic_directory, short_digest, to_jsonable
 
@@ -51,8 +54,7 @@ def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
     from bds.training.trainer import train
 
     acfg = copy.deepcopy(cfg)
-    acfg.train.mode = "sft"
-    acfg.train.safety_agnostic = False
+    acfg.defense = copy.deepcopy(cfg.align.defense)
     acfg.train.lr = cfg.align.lr or cfg.train.lr
     acfg.train.epochs = cfg.align.epochs or cfg.train.epochs
     requests = retain_requests(cfg)
@@ -61,6 +63,8 @@ def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
         "data": [r.to_dict() for r in data.alignment],
         "train": _alignment_settings(acfg.train),
     }
+    if acfg.defense != default_settings("sft"):  # absent for SFT: its models keep their key
+        spec["defense"] = acfg.defense.key()
     if requests:  # absent otherwise, so a model aligned without retain set keeps its key
         spec["retain"] = {
             "requests": [r.to_dict() for r in requests],
@@ -208,14 +212,8 @@ def clean_answer(text: str, hit_limit: bool) -> tuple[str, bool]:
 
 
 # Train settings an SFT run on D_safe does not read: changing them keeps the cached model.
+# (mode, scheduler, drive... were train settings once; they are the defense's now.)
 _NOT_ALIGNMENT = (
-    "mode",
-    "scheduler",
-    "safety_agnostic",
-    "drive",
-    "conflict_window",
-    "reference_weights",
-    "scheduler_losses",
     "alignment_batch_size",
     "one_pass",
     "log_steps",

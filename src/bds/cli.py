@@ -90,8 +90,14 @@ def train(
     output: Annotated[
         str, typer.Option("--output", "-o", help="Run folder (resumed if it holds a checkpoint).")
     ],
-    mode: Annotated[
-        str | None, typer.Option(help="Override train.mode: bds, bds-no-align, mix or sft.")
+    defense: Annotated[
+        str | None,
+        typer.Option(
+            "--defense",
+            "--mode",
+            help="Run this defense with its default settings (bds, mix, sft, lisa, ...; "
+            "a preset of the configured defense keeps its settings).",
+        ),
     ] = None,
     scheduler_from: Annotated[
         str | None,
@@ -111,21 +117,21 @@ def train(
     from bds.training.trainer import train as run_training
 
     cfg = load_config(config, overrides=overrides or ())
-    if mode is not None:
-        _override_mode(cfg, mode)
+    if defense is not None:
+        _override_defense(cfg, defense)
     if frozen and scheduler_from is None:
         raise BDSInputError("--frozen needs --scheduler-from DIR (a saved neural scheduler)")
     if scheduler_from is not None:
         from bds.audit import check_saved_scheduler
 
-        if not cfg.train.uses_scheduler:
+        if not hasattr(cfg.defense, "scheduler"):
             raise BDSInputError(
-                f"--scheduler-from needs a scheduler: train.mode is {cfg.train.mode}; "
-                "use --mode bds or bds-no-align"
+                f"--scheduler-from needs a scheduler: the defense is {cfg.defense.name}; "
+                "use --defense bds or bds-no-align"
             )
 
         check_saved_scheduler(scheduler_from, "--scheduler-from")  # before data or model
-        sched = cfg.train.scheduler
+        sched = cfg.defense.scheduler
         sched.kind, sched.neural.init_from, sched.neural.frozen = "neural", scheduler_from, frozen
     result = run_training(cfg, output)
     s = result.summary
@@ -172,16 +178,15 @@ def demo(
     from rich.table import Table
 
     from bds.config import load_config
-    from bds.demo import METHODS, DemoOptions, apply_options, run_demo
+    from bds.demo import DemoOptions, apply_options, attack_methods, run_demo
     from bds.models import resolve_model_path
     from bds.report.demo_report import HEADERS, table_rows
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METHODS]
+    known = attack_methods()
+    unknown = [m for m in chosen if m not in known]
     if unknown or not chosen:
-        raise BDSInputError(
-            f"--methods: {', '.join(unknown) or 'none'} not in {', '.join(METHODS)}"
-        )
+        raise BDSInputError(f"--methods: {', '.join(unknown) or 'none'} not in {', '.join(known)}")
     cfg = load_config(config or packaged_config("demo.yaml"), overrides=overrides or ())
     resolve_model_path(cfg.model.name)  # a bad model path fails before any data loads
     opts = DemoOptions(Path(output), chosen, p, n, seed, fast)
@@ -263,19 +268,17 @@ def audit(
     console.print(f"weights: {output}/weights.csv, summary: {output}/audit.json")
 
 
-def _override_mode(cfg, mode: str) -> None:
-    from typing import get_args
+def _override_defense(cfg, name: str) -> None:
+    from bds.defenses.registry import DEFENSES, settings_for
 
-    from bds.errors import FieldError
-    from bds.training.config import Mode
-
-    if mode not in get_args(Mode):
-        raise BDSInputError(f"--mode: {mode!r} is not one of {', '.join(get_args(Mode))}")
-    cfg.train.mode = mode
+    if name not in DEFENSES:
+        raise BDSInputError(f"--defense: {name!r} is not one of {', '.join(DEFENSES)}")
+    cfg.defense = settings_for(name, cfg.defense)
     try:
-        cfg.train.validate()
+        getattr(cfg.defense, "validate", lambda: None)()
+        cfg.validate()
     except FieldError as exc:
-        raise BDSInputError(f"--mode {mode}: train.{exc.key}: {exc}") from None
+        raise BDSInputError(f"--defense {name}: {exc.key}: {exc}") from None
 
 
 def _preview(cfg, tokens: bool) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from bds.defenses.registry import DefenseSettings, check_stage, default_settings
 from bds.errors import ConfigError, FieldError
 from bds.eval.config import EvalConfig
 from bds.ranges import INT_LIMIT, out_of_range
@@ -150,9 +151,11 @@ class AlignConfig:
     attack's settings can change without re-aligning. retain_in_alignment_set: the attack's
     alignment set (what BDS and Mix train on beside the user data) is D_safe plus the retain
     samples, all the data the model was aligned on; off (default): D_safe alone, as in the
-    paper.
+    paper. defense: how the base model is aligned (sft, or an alignment-stage defense; the
+    cached model's key names it when it is not plain SFT).
     """
 
+    defense: DefenseSettings = field(default_factory=lambda: default_settings("sft"))
     retain: SourceConfig | None = None
     retain_answers: Literal["base-model", "given"] = "base-model"
     retain_template: Literal["alpaca", "chat"] = "chat"
@@ -162,6 +165,10 @@ class AlignConfig:
     retain_in_alignment_set: bool = False
 
     def validate(self) -> None:
+        try:
+            check_stage(self.defense, "align.defense", ("alignment",))
+        except FieldError as exc:
+            raise FieldError(f"defense.{exc.key}", str(exc)) from None
         if self.lr is not None and self.lr <= 0:
             raise FieldError("lr", f"must be > 0, got {self.lr}")
         if self.epochs is not None and self.epochs < 1:
@@ -174,14 +181,25 @@ class AlignConfig:
 
 @dataclass
 class RunConfig:
-    """A whole run. Sections for training and evaluation join as they are built."""
+    """A whole run. `defense` picks the defense by name, with its own settings (see
+    bds/defenses/registry.py for the names); `train` holds what every defense reads."""
 
     data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
+    defense: DefenseSettings = field(default_factory=lambda: default_settings("bds"))
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     output_dir: str | None = None
+
+    def validate(self) -> None:
+        try:
+            check_stage(self.defense, "defense", ("fine-tuning", "data filter"))
+        except FieldError as exc:
+            raise FieldError(f"defense.{exc.key}", str(exc)) from None
+        check_run = getattr(self.defense, "check_run", None)
+        if check_run is not None:  # settings the defense reads from other sections
+            check_run(self)
 
 
 def flat_config(cfg: Any) -> dict[str, str | int | float | bool]:
@@ -307,9 +325,18 @@ class _Builder:
     def build(self, cls: type, data: Any, keypath: tuple[str, ...]) -> Any:
         if not isinstance(data, dict):
             self.fail(keypath, f"must be a mapping of keys to values, got {type(data).__name__}")
+        resolve = getattr(cls, "resolve_settings_class", None)
+        if resolve is not None:  # a registry section: its `name` picks the dataclass
+            try:
+                cls = resolve(data)
+            except FieldError as exc:
+                self.fail(keypath + (exc.key,), str(exc))
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        moved = getattr(cls, "moved_keys", {})
         for key in data:
+            if key in moved:
+                self.fail(keypath + (str(key),), moved[key])
             if key not in fields:
                 known = ", ".join(fields)
                 self.fail(keypath + (str(key),), f"unknown key; known keys here: {known}")
@@ -328,8 +355,8 @@ class _Builder:
         if validate is not None:
             try:
                 validate()
-            except FieldError as exc:
-                self.fail(keypath + (exc.key,), str(exc))
+            except FieldError as exc:  # its key may be a dotted path into another section
+                self.fail(keypath + tuple(exc.key.split(".")), str(exc))
         return obj
 
     def coerce(self, tp: Any, value: Any, keypath: tuple[str, ...]) -> Any:

@@ -26,8 +26,12 @@ from bds.config import RunConfig
 from bds.data.pipeline import PreparedData, prepare_data
 from bds.io import write_json
 
-METHODS = ("sft", "mix", "bds", "bds-no-align", "bds-neural")
-NEURAL_METHOD = "bds-neural"  # bds with the amortized neural scheduler
+
+def attack_methods() -> list[str]:
+    """The defenses an attack stage can run (registered fine-tuning and data-filter ones)."""
+    from bds.defenses.registry import defense_names
+
+    return defense_names("fine-tuning", "data filter")
 
 
 @dataclass
@@ -143,21 +147,18 @@ def attack_stage(
     cfg: RunConfig, data: PreparedData, aligned: Path, method: str, out: Path, log: Any
 ) -> Path:
     """Fine-tune the aligned model on D_ft with one method; skipped if already done."""
+    from bds.defenses.registry import settings_for
     from bds.run_identity import is_finished_run, run_identity
     from bds.training.trainer import train
 
     run_dir = out / f"attack-{method}"
     tcfg = copy.deepcopy(cfg)
     tcfg.model.name = str(aligned)
-    tcfg.train.mode = "bds" if method == NEURAL_METHOD else method
-    if method == NEURAL_METHOD:
-        tcfg.train.scheduler.kind = "neural"
-    if tcfg.train.mode not in ("bds", "bds-no-align"):
-        tcfg.train.safety_agnostic = False
-    if tcfg.train.mode != "bds":  # SFT and Mix weigh nothing; bds-no-align has no D_safe
-        tcfg.train.drive = "loss"
+    # the configured defense's settings where `method` is a preset of it (bds-neural keeps
+    # the scheduler's), else the method's defaults
+    tcfg.defense = settings_for(method, cfg.defense)
     retain = []
-    if cfg.align.retain_in_alignment_set and tcfg.train.uses_alignment:
+    if cfg.align.retain_in_alignment_set and "alignment" in tcfg.defense.needs:
         retain = saved_retain(aligned)
         data = dataclasses.replace(data, alignment=list(data.alignment) + retain)
     if is_finished_run(run_dir, run_identity(tcfg, data)):  # same inputs, same result

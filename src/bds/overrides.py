@@ -49,7 +49,8 @@ def apply_overrides(
                 f"override {text!r}: write KEY=VALUE, e.g. train.lr=1e-4 (see --help)"
             )
         path = tuple(key.split("."))
-        check_key(cls, path, text)
+        for section, name in check_key(cls, path, text, data):
+            _set(data, section + ("name",), name)  # the section's default defense, named
         try:
             value = yaml.load(raw, Loader=loader)  # noqa: S506 (a safe loader subclass)
         except yaml.YAMLError as exc:
@@ -62,21 +63,40 @@ def apply_overrides(
     return applied
 
 
-def check_key(cls: type, path: KeyPath, text: str) -> None:
-    """A key path that `cls`'s dataclass tree has (free below a dict-valued field)."""
+def check_key(
+    cls: type, path: KeyPath, text: str, data: dict[str, Any] | None = None
+) -> list[tuple[KeyPath, str]]:
+    """A key path that `cls`'s dataclass tree has (free below a dict-valued field).
+
+    A section whose class is picked by its data (`defense: {name: lisa, ...}`) is checked
+    against the class its `name` in `data` (the config so far) picks, else its default's;
+    returns (section path, default name) for each such section the data does not name, so
+    `defense.rho=...` on a config without a defense section sets the default's settings."""
     tp: Any = cls
+    node: Any = data or {}
+    default: Any = None
+    unnamed: list[tuple[KeyPath, str]] = []
     for depth, name in enumerate(path):
         section = _dataclass_of(tp)
         if section is None:
             if _is_dict(tp):
-                return  # a mapping field (e.g. a source's `fields`) takes any key
+                return unnamed  # a mapping field (e.g. a source's `fields`) takes any key
             break
+        picked = _picked_class(section, node, default)
+        named = isinstance(node, dict) and "name" in node
+        if picked is not section and not named and name != "name":
+            unnamed.append((path[:depth], picked().name))
+        section = picked
+        fields = {f.name: f for f in dataclasses.fields(section)}
         hints = typing.get_type_hints(section)
-        if name not in hints or name not in {f.name for f in dataclasses.fields(section)}:
+        if name not in hints or name not in fields:
             break
         tp = hints[name]
+        factory = fields[name].default_factory
+        default = None if factory is dataclasses.MISSING else factory
+        node = node.get(name) if isinstance(node, dict) else None
         if depth == len(path) - 1:
-            return
+            return unnamed
     key = ".".join(path)
     known = all_keys(cls)
     # a misspelt key, else the same field name in other sections (`lr` -> train.lr, align.lr)
@@ -90,6 +110,19 @@ def check_key(cls: type, path: KeyPath, text: str) -> None:
         else f"the top-level keys are {', '.join(k for k in known if '.' not in k)}"
     )
     raise ConfigError(f"override {text}: unknown key {key}; {hint}")
+
+
+def _picked_class(section: type, node: Any, default: Any) -> type:
+    """`section`, or the subclass its data's `name` (or its default value) registers."""
+    resolve = getattr(section, "resolve_settings_class", None)
+    if resolve is None:
+        return section
+    if isinstance(node, dict) and "name" in node:
+        try:
+            return resolve(node)
+        except ValueError:  # an unknown name is reported when the config is built
+            return section
+    return type(default()) if default is not None else section
 
 
 def all_keys(cls: type, prefix: str = "") -> list[str]:

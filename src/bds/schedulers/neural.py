@@ -60,7 +60,7 @@ class NeuralScheduler:
             if saved["transform"] != cfg.transform:
                 raise BDSInputError(
                     f"{ns.init_from}: the saved scheduler uses transform {saved['transform']!r}, "
-                    f"this run {cfg.transform!r}; set train.scheduler.transform to match"
+                    f"this run {cfg.transform!r}; set defense.scheduler.transform to match"
                 )
         else:
             self.encoder = encoder or TextEncoder.load(ns.encoder, ns.max_length)
@@ -110,7 +110,7 @@ class NeuralScheduler:
             self.encoder.model = get_peft_model(self.encoder.model, lora)
         except ValueError as exc:
             raise BDSInputError(
-                f"train.scheduler.neural.lora_target_modules: {str(exc).splitlines()[0]}"
+                f"defense.scheduler.neural.lora_target_modules: {str(exc).splitlines()[0]}"
             ) from None
 
     def _set_trainable(self) -> None:
@@ -352,7 +352,7 @@ def saved_meta(folder: str | Path) -> dict[str, Any]:
     if not meta_path.is_file():
         raise BDSInputError(
             f"{folder}: not a saved neural scheduler (no {SAVED_CONFIG}); give the `scheduler/` "
-            "folder of a run trained with train.scheduler.kind: neural"
+            "folder of a run trained with defense bds-neural"
         )
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != SAVED_FORMAT:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from bds.errors import FieldError
-from bds.schedulers.config import SchedulerConfig
 
-Mode = Literal["bds", "bds-no-align", "mix", "sft"]
+_TO_DEFENSE = "moved to the top-level `defense:` section (e.g. defense: {name: bds, %s})"
 
 # Trackers accelerate logs to (its LoggerType; tests/test_trackers.py keeps the two in
 # step) -> the packages that provide them (any one will do). Checked with find_spec, so
@@ -44,12 +43,10 @@ class LoraSettings:
 
 @dataclass
 class TrainConfig:
-    """How D_ft (and D_safe) are fine-tuned.
+    """How D_ft (and D_safe) are fine-tuned, whatever the defense (`defense:` picks it).
 
-    mode: bds (alignment batch + scheduler-weighted user batch), bds-no-align (weighted user
-    batch only), mix (alignment + unweighted user batch), sft (user batch only).
     Batch sizes are global (summed over processes); each step takes one user batch and,
-    in bds/mix, one alignment batch.
+    where the defense reads D_safe (bds, mix, lisa...), one alignment batch.
     report_to: experiment trackers that receive the whole config at the start and the
     train_log.jsonl records every log_steps (through accelerate): any of tensorboard,
     wandb, trackio, comet_ml, mlflow, aim, clearml, dvclive, swanlab, or `all` (every one
@@ -57,7 +54,23 @@ class TrainConfig:
     folder is their logging directory. Empty (default): no tracker.
     """
 
-    mode: Mode = "bds"
+    # keys of earlier versions -> where they are now (a config naming them is told)
+    moved_keys: ClassVar[dict[str, str]] = {
+        "mode": "moved to the top-level `defense:` section: defense: {name: bds} "
+        "(or sft, mix, bds-no-align, bds-neural, lisa, ...)",
+        **{
+            key: _TO_DEFENSE % f"{key}: ..."
+            for key in (
+                "scheduler",
+                "drive",
+                "conflict_window",
+                "safety_agnostic",
+                "reference_weights",
+                "scheduler_losses",
+            )
+        },
+    }
+
     epochs: float = 2.0
     max_steps: int | None = None
     batch_size: int = 8
@@ -78,20 +91,7 @@ class TrainConfig:
         None
     )
     one_pass: bool = True
-    # What the scheduler weighs each user sample by (training/conflict.py derives both):
-    # loss: its current loss (the reference code); conflict: how much the alignment
-    # updates have raised it, the first-order form of the posterior's l_i - l_i(theta_ref).
-    drive: Literal["loss", "conflict"] = "loss"
-    # conflict: the alignment direction each visit is measured against: the mean over about
-    # the last epoch of steps (epoch), or this step's alignment batch alone (step)
-    conflict_window: Literal["epoch", "step"] = "epoch"
-    safety_agnostic: bool = False
-    # theta_ref's objective: the scheduler-weighted user batch (the posterior's weighted
-    # likelihood) or the plain one (uniform: a model of D_ft alone, harmful samples included)
-    reference_weights: Literal["scheduler", "uniform"] = "scheduler"
-    scheduler_losses: Literal["current", "updated"] = "current"
     lora: LoraSettings = field(default_factory=LoraSettings)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     log_steps: int = 10
     trajectory_steps: int = 10
     save_steps: int | None = None
@@ -117,30 +117,6 @@ class TrainConfig:
         if self.lr <= 0:
             raise FieldError("lr", f"must be > 0, got {self.lr}")
         self.report_to = check_trackers(self.report_to)
-        if self.drive == "conflict":
-            if self.mode != "bds":
-                raise FieldError(
-                    "drive",
-                    f"conflict measures each sample against the alignment batch; mode "
-                    f"{self.mode} has no {'alignment batch' if self.mode == 'bds-no-align' else 'scheduler'}: use mode bds or drive loss",
-                )
-            for key, bad, why in (
-                ("safety_agnostic", True, "the conflict drive already is l_i - l_i(theta_ref)"),
-                ("scheduler_losses", "updated", "the conflict drive reads no losses"),
-                ("one_pass", False, "the conflict drive reads both batches from one pass"),
-            ):
-                if getattr(self, key) == bad:
-                    raise FieldError(key, f"{bad} does not apply with drive: conflict ({why})")
-        if self.safety_agnostic and self.mode not in ("bds", "bds-no-align"):
-            raise FieldError("safety_agnostic", f"only applies to bds modes, not {self.mode}")
-
-    @property
-    def uses_alignment(self) -> bool:
-        return self.mode in ("bds", "mix")
-
-    @property
-    def uses_scheduler(self) -> bool:
-        return self.mode in ("bds", "bds-no-align")
 
 
 def check_trackers(report_to: object) -> list[str]:

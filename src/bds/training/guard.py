@@ -48,7 +48,7 @@ def check_finite(
     )
     raise BDSInputError(
         f"training stopped at step {step}: {bad[0]} is {bad[1]} (the run diverged) and "
-        f"{kept}; lower train.lr or train.scheduler.lr and run in a new --output folder"
+        f"{kept}; lower train.lr or defense.scheduler.lr and run in a new --output folder"
     )
 
 

@@ -66,8 +66,10 @@ def weighted_objective(
     user_losses: torch.Tensor | None,
     weights: torch.Tensor | None,
     align_losses: torch.Tensor | None,
+    alignment_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Model loss = mean CE over the alignment batch + mean_i(w_i * l_i) over the user batch.
+    """Model loss = lambda * mean CE over the alignment batch + mean_i(w_i * l_i) over the
+    user batch.
 
     Missing parts drop out: no alignment batch (sft, bds-no-align), no weights (sft, mix).
     """
@@ -77,5 +79,6 @@ def weighted_objective(
     if user_losses is not None:
         total = total + (user_losses * weights if weights is not None else user_losses).mean()
     if align_losses is not None:
-        total = total + align_losses.mean()
+        term = align_losses.mean()
+        total = total + (term * alignment_weight if alignment_weight != 1.0 else term)
     return total

@@ -1,0 +1,128 @@
+"""Each defense's cost per step against SFT, on the embedded default (same batches, same model).
+
+For every registered fine-tuning-stage and data-filter defense, trains the embedded model
+on the demo config's data for --warmup + --steps steps and times each step (the warm-up
+steps are left out), then reports the mean, the ratio to SFT's, and the steps a whole run
+of the config's epochs takes (data defenses change the number of user samples: SafeInstr
+adds demonstrations, a filter drops samples). Lisa runs with a 4/4 step split and its
+proximal term from the first step, so both states and the term are in the timed steps.
+
+    python benchmarks/defense_cost.py --output benchmarks/results/defense_cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from common import write_rows
+
+from bds.cli import packaged_config
+from bds.config import load_config
+from bds.data.pipeline import prepare_data
+from bds.defenses.registry import defense_names, settings_for
+from bds.io import to_jsonable
+from bds.models import load_model, load_tokenizer
+from bds.training import trainer as trainer_module
+
+# settings that let a short run show a defense's whole step (its defaults otherwise)
+SHORT_RUN = {"lisa": {"alignment_steps": 4, "finetune_steps": 4, "proximal_after": 0.0}}
+
+
+def timed_run(cfg, data, tokenizer, steps: int) -> tuple[list[float], dict]:
+    """Per-step wall seconds of `steps` steps of `cfg`, and the run's summary."""
+    times: list[float] = []
+    real_step = trainer_module._Run.step
+
+    def step(self, index):
+        t0 = time.perf_counter()
+        out = real_step(self, index)
+        times.append(time.perf_counter() - t0)
+        return out
+
+    trainer_module._Run.step = step
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            cfg.train = replace(cfg.train, max_steps=steps, log_steps=10**9, trajectory_steps=10**9)
+            result = trainer_module.train(
+                cfg, out, model=load_model(cfg.model), tokenizer=tokenizer, data=data,
+                progress=False,
+            )  # fmt: skip
+    finally:
+        trainer_module._Run.step = real_step
+    return times, result.summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default=str(packaged_config("demo.yaml")))
+    parser.add_argument("--output", default="runs/bench/defense_cost.json")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per defense")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--defenses", default=None, help="comma-separated (default: all)")
+    args = parser.parse_args()
+
+    base = load_config(args.config)
+    tokenizer = load_tokenizer(base.model)
+    data = prepare_data(base.data)
+    names = (
+        args.defenses.split(",") if args.defenses else defense_names("fine-tuning", "data filter")
+    )
+    rows = []
+    for name in names:
+        cfg = copy.deepcopy(base)
+        cfg.defense = settings_for(name, base.defense)
+        for key, value in SHORT_RUN.get(name, {}).items():
+            setattr(cfg.defense, key, value)
+        times, summary = timed_run(cfg, data, tokenizer, args.warmup + args.steps)
+        timed = times[args.warmup :]
+        changed = summary.get("defense", {})
+        n_user = len(data.finetune) + changed.get("safety_demonstrations_added", 0)
+        n_user -= changed.get("dropped_harmful", 0)
+        rows.append(
+            {
+                "defense": name,
+                "settings": cfg.defense,
+                "mean_step_seconds": round(statistics.mean(timed), 4),
+                "stdev_step_seconds": round(statistics.stdev(timed), 4) if len(timed) > 1 else 0,
+                "steps_per_run": math.ceil(cfg.train.epochs * n_user / cfg.train.batch_size),
+                "user_samples": n_user,
+                "timed_steps": len(timed),
+            }
+        )
+        print(json.dumps(to_jsonable(rows[-1])), flush=True)
+    sft = next((r for r in rows if r["defense"] == "sft"), None)
+    for row in rows:
+        if sft is not None:
+            row["step_vs_sft"] = round(row["mean_step_seconds"] / sft["mean_step_seconds"], 3)
+            run = row["mean_step_seconds"] * row["steps_per_run"]
+            row["run_vs_sft"] = round(run / (sft["mean_step_seconds"] * sft["steps_per_run"]), 3)
+    protocol = {
+        "config": args.config,
+        "model": base.model.name,
+        "n": len(data.finetune),
+        "alignment": len(data.alignment),
+        "batch_size": base.train.batch_size,
+        "alignment_batch_size": base.train.alignment_batch_size,
+        "max_length": base.data.max_length,
+        "mixed_precision": base.train.mixed_precision,
+        "warmup_steps": args.warmup,
+        "timed_steps": args.steps,
+        "short_run_settings": SHORT_RUN,
+        "note": "run_vs_sft = mean step x steps of a whole run (config epochs), vs SFT's",
+    }
+    write_rows(Path(args.output), "defense_cost", rows, protocol)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
