@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_align import align_config  # noqa: F401  (the tiny alignment run, as a fixture)
+from test_align import align_config, fake_generate  # noqa: F401  (align_config: a fixture)
 
 import bds.aligned_asset as asset
 from bds.align import align_stage, alignment_key, alignment_plan
@@ -26,14 +26,17 @@ def weights(folder: Path) -> dict:
 
 @pytest.fixture
 def shipped_tiny(align_config, tmp_path, monkeypatch, one_thread):  # noqa: F811
-    """A tiny aligned model built once and shipped into a temporary asset folder."""
-    align_config.align.retain_answers = "given"  # no generation: the file's answers
+    """A tiny aligned model built once and shipped into a temporary asset folder; its retain
+    answers come from a stand-in generator whose calls are counted."""
+    calls = []
+    monkeypatch.setattr("bds.eval.generate.generate", fake_generate(calls))
     data = prepare_data(align_config.data)
     folder = asset.ship(align_config, data, tmp_path / "shipped", log=quiet)
     monkeypatch.setattr(asset, "SHIPPED_DIR", folder)
     built = Path(os.environ["BDS_CACHE"]) / "aligned" / alignment_key(align_config, data)
     monkeypatch.setenv("BDS_CACHE", str(tmp_path / "fresh-cache"))  # a first demo
-    return align_config, data, built
+    assert len(calls) == 1
+    return align_config, data, built, calls
 
 
 def count_training(monkeypatch) -> list:
@@ -50,7 +53,7 @@ def count_training(monkeypatch) -> list:
 
 
 def test_a_shipped_adapter_with_the_key_replaces_the_alignment_stage(shipped_tiny, monkeypatch):
-    cfg, data, built = shipped_tiny
+    cfg, data, built, generated = shipped_tiny
     runs, logs = count_training(monkeypatch), []
     folder = align_stage(cfg, data, logs.append)
     assert runs == [] and "using the shipped aligned adapter" in logs[-1]
@@ -64,18 +67,30 @@ def test_a_shipped_adapter_with_the_key_replaces_the_alignment_stage(shipped_tin
 
 
 def test_a_mismatched_key_builds_the_aligned_model(shipped_tiny, monkeypatch):
-    cfg, data, built = shipped_tiny
+    cfg, data, built, generated = shipped_tiny
     cfg.align.lr = 5e-4  # another alignment recipe: another key
     runs, logs = count_training(monkeypatch), []
     folder = align_stage(cfg, data, logs.append)
     assert len(runs) == 1 and folder.name != built.name
     assert any("built for other settings" in m for m in logs)
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()  # shippable
+    # the retain answers depend on none of the SFT settings: the shipped ones are reused
+    assert len(generated) == 1 and any("retain answers are shipped" in m for m in logs)
+    assert (folder / "retain.jsonl").read_text() == (built / "retain.jsonl").read_text()
+
+
+def test_other_retain_settings_generate_the_retain_answers_again(shipped_tiny, monkeypatch):
+    cfg, data, built, generated = shipped_tiny
+    cfg.align.retain_max_new_tokens = 40
+    runs, logs = count_training(monkeypatch), []
+    align_stage(cfg, data, logs.append)
+    assert len(runs) == 1 and len(generated) == 2
+    assert not any("retain answers are shipped" in m for m in logs)
 
 
 @pytest.mark.parametrize("damage", ["probe", "adapter"])
 def test_a_shipped_adapter_that_does_not_reproduce_is_not_used(shipped_tiny, monkeypatch, damage):
-    cfg, data, _ = shipped_tiny
+    cfg, data, _, _ = shipped_tiny
     info_path = asset.SHIPPED_DIR / asset.INFO_FILE
     info = json.loads(info_path.read_text())
     if damage == "probe":  # e.g. another base model under the same name

@@ -83,7 +83,7 @@ def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
     Cached by everything it depends on; the package's shipped adapter is used when it was
     built for the same key (bds/aligned_asset.py); an interrupted build keeps its finished
     retain answers and its latest SFT checkpoint in `<key>.work/` and resumes from them."""
-    from bds.aligned_asset import install_shipped
+    from bds.aligned_asset import install_shipped, shipped_retain
     from bds.training.trainer import train
 
     acfg, requests, spec = alignment_plan(cfg, data)
@@ -98,7 +98,7 @@ def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
     retain: list[Record] = []
     notes: list[str] = []
     if requests:
-        retain, notes = answer_retain_requests(
+        retain, notes = shipped_retain(spec, log) or answer_retain_requests(
             cfg, requests, log, journal=work / RETAIN_JOURNAL, fingerprint=target.name
         )
         for note in notes:

@@ -85,6 +85,27 @@ def install_shipped(model_cfg: Any, spec: dict[str, Any], target: Path, log: Any
     return True
 
 
+def retain_key(spec: dict[str, Any]) -> str:
+    """What the retain answers alone depend on: the base model and the retain part of the
+    alignment spec (requests, template, max_new_tokens, generation settings)."""
+    from bds.io import short_digest
+
+    return short_digest({"model": spec["model"], "retain": spec.get("retain")})
+
+
+def shipped_retain(spec: dict[str, Any], log: Any = print) -> tuple[list, list[str]] | None:
+    """The shipped retain samples and their notes when they were generated for the same
+    retain settings as `spec` (the adapter's key may differ: other SFT settings reuse them)."""
+    from bds.data.schema import Record
+
+    info = shipped_info()
+    if info is None or "retain" not in spec or info.get("retain_key") != retain_key(spec):
+        return None
+    rows = _read_jsonl(SHIPPED_DIR / "retain.jsonl")
+    log(f"align: the base model's retain answers are shipped ({len(rows)} samples): reused")
+    return [Record(**row) for row in rows], info["alignment"]["retain"]["notes"]
+
+
 def probe_logprobs(model: Any, model_cfg: Any) -> list[list[float]]:
     """Per-token log-probabilities of PROBE_TEXTS under `model` (teacher-forced)."""
     import torch
@@ -134,6 +155,7 @@ def ship(cfg: RunConfig, data: PreparedData, target: Path = SHIPPED_DIR, log: An
     adapter_config["base_model_name_or_path"] = cfg.model.name  # not this machine's cache path
     info = {
         "cache_key": short_digest(spec),
+        "retain_key": retain_key(spec) if "retain" in spec else None,
         "base": cfg.model.name,
         "mixed_precision": spec["train"]["mixed_precision"],
         "generation_dtype": spec.get("retain", {}).get("generation", {}).get("dtype"),
