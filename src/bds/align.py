@@ -33,6 +33,7 @@ from bds.io import atomic_directory, short_digest, to_jsonable
 
 RETAIN_FILE = "retain.jsonl"
 ALIGNMENT_INFO_FILE = "bds_alignment.json"
+ADAPTER_DIR = "adapter"  # the alignment LoRA (PEFT safetensors) beside the merged model
 # A generated answer that ran into max_new_tokens is cut back to its last full sentence;
 # a base model prompted in a foreign template may also start a new "### ..." turn.
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
@@ -46,13 +47,9 @@ RETAIN_JOURNAL = "retain-journal.jsonl"
 ALIGN_SAVE_STEPS = 10  # a LoRA checkpoint is a few MB: cheap next to 10 steps
 
 
-def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
-    """A safety-aligned model folder: the base fine-tuned on D_safe (+ retain set), merged.
-
-    Cached by everything it depends on; an interrupted build keeps its finished retain
-    answers and its latest SFT checkpoint in `<key>.work/` and resumes from them."""
-    from bds.training.trainer import train
-
+def alignment_plan(cfg: RunConfig, data: PreparedData) -> tuple[RunConfig, list[Record], dict]:
+    """The alignment SFT's run config, the retain requests, and the spec the cache key
+    hashes: everything the aligned model depends on."""
     acfg = copy.deepcopy(cfg)
     acfg.defense = copy.deepcopy(cfg.align.defense)
     acfg.train.lr = cfg.align.lr or cfg.train.lr
@@ -76,16 +73,36 @@ def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
                 "dtype": cfg.eval.generation_model(cfg.model).dtype,  # as resolved (auto)
             },
         }
+    return acfg, requests, spec
+
+
+def alignment_key(cfg: RunConfig, data: PreparedData) -> str:
+    """The aligned model's cache key (its folder name under $BDS_CACHE/aligned)."""
+    return short_digest(alignment_plan(cfg, data)[2])
+
+
+def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
+    """A safety-aligned model folder: the base fine-tuned on D_safe (+ retain set), merged.
+
+    Cached by everything it depends on; the package's shipped adapter is used when it was
+    built for the same key (bds/aligned_asset.py); an interrupted build keeps its finished
+    retain answers and its latest SFT checkpoint in `<key>.work/` and resumes from them."""
+    from bds.aligned_asset import install_shipped, shipped_retain
+    from bds.training.trainer import train
+
+    acfg, requests, spec = alignment_plan(cfg, data)
     target = cache_dir() / "aligned" / short_digest(spec)
     if (target / "config.json").is_file():
         log(f"align: reusing {target}")
+        return target
+    if install_shipped(cfg.model, spec, target, log):
         return target
     work = target.with_name(target.name + WORK_SUFFIX)
     work.mkdir(parents=True, exist_ok=True)
     retain: list[Record] = []
     notes: list[str] = []
     if requests:
-        retain, notes = answer_retain_requests(
+        retain, notes = shipped_retain(spec, log) or answer_retain_requests(
             cfg, requests, log, journal=work / RETAIN_JOURNAL, fingerprint=target.name
         )
         for note in notes:
@@ -97,27 +114,50 @@ def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
     align_data = PreparedData(list(data.alignment) + retain, [], data.mix, data.sources)
     acfg.train.save_steps = acfg.train.save_steps or ALIGN_SAVE_STEPS  # not in the key
     result = train(acfg, work / "sft", data=align_data)
-    from peft import PeftModel
-
-    from bds.models import load_model, load_tokenizer
-
-    base = load_model(cfg.model)
-    merged = PeftModel.from_pretrained(base, str(result.output_dir / "adapter")).merge_and_unload()
-    with atomic_directory(target) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        load_tokenizer(cfg.model).save_pretrained(tmp)
-        if retain:
-            _write_jsonl(tmp / RETAIN_FILE, [r.to_dict() for r in retain])
-        info = {
-            "base": cfg.model.name,
-            "n_alignment": len(data.alignment),
-            "n_retain": len(retain),
-            "retain": {"notes": notes, **spec.get("retain", {}), "requests": len(requests)},
-            "train": acfg.train,
-        }
-        (tmp / ALIGNMENT_INFO_FILE).write_text(json.dumps(to_jsonable(info), indent=2))
+    info = {
+        "base": cfg.model.name,
+        "n_alignment": len(data.alignment),
+        "n_retain": len(retain),
+        "retain": {"notes": notes, **spec.get("retain", {}), "requests": len(requests)},
+        "train": acfg.train,
+    }
+    adapter = result.output_dir / "adapter"
+    merged = merge_adapter(cfg.model, adapter)
+    write_aligned(target, merged, cfg.model, adapter, [r.to_dict() for r in retain], info)
     shutil.rmtree(work, ignore_errors=True)  # the model is whole: its work is no longer needed
     return target
+
+
+def merge_adapter(model_cfg: Any, adapter: Path) -> Any:
+    """The base model of `model_cfg` with the LoRA `adapter` merged in."""
+    from peft import PeftModel
+
+    from bds.models import load_model
+
+    return PeftModel.from_pretrained(load_model(model_cfg), str(adapter)).merge_and_unload()
+
+
+def write_aligned(
+    target: Path,
+    merged: Any,
+    model_cfg: Any,
+    adapter: Path,
+    retain_rows: list[dict[str, Any]],
+    info: dict[str, Any],
+) -> None:
+    """Write the aligned model folder (atomically): the merged model, its tokenizer, the
+    adapter itself (ADAPTER_DIR, PEFT safetensors), the retain samples and the alignment
+    info. A built and a shipped adapter both come through here, so the attack stage starts
+    from the same model either way."""
+    from bds.models import load_tokenizer
+
+    with atomic_directory(target) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        load_tokenizer(model_cfg).save_pretrained(tmp)
+        shutil.copytree(adapter, tmp / ADAPTER_DIR)
+        if retain_rows:
+            _write_jsonl(tmp / RETAIN_FILE, retain_rows)
+        (tmp / ALIGNMENT_INFO_FILE).write_text(json.dumps(to_jsonable(info), indent=2))
 
 
 def saved_retain(aligned: Path) -> list[Record]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Any
 
@@ -162,19 +163,43 @@ def _plots(runs: dict[str, Path], methods: dict[str, Any], folder: Path) -> list
         plt.close(fig)
         made.append(PLOTS[1])
 
-    names = list(methods)
-    hs = [methods[m]["headline"].get("harmful_score", {}).get("value") or 0 for m in names]
-    fa = [methods[m]["headline"].get("finetune_accuracy", {}).get("value") or 0 for m in names]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    x = range(len(names))
-    ax.bar([i - 0.2 for i in x], hs, width=0.4, color="tab:red", label="harmful score")
-    ax.bar([i + 0.2 for i in x], fa, width=0.4, color="tab:green", label="fine-tune accuracy")
-    ax.set_xticks(list(x), names)
-    ax.set_ylabel("%")
-    ax.set_ylim(0, 100)
-    ax.legend()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    draw_scores(ax, methods)
     fig.tight_layout()
     fig.savefig(folder / PLOTS[2], dpi=120)
     plt.close(fig)
     made.append(PLOTS[2])
     return made
+
+
+# The scores plot's bars: (headline metric, legend label, colour). Over-refusal sits beside
+# HS and FA: a defense that refuses everything would look safe on HS alone.
+SCORE_BARS = (
+    ("harmful_score", "harmful score", "tab:red"),
+    ("finetune_accuracy", "fine-tune accuracy", "tab:green"),
+    ("over_refusal", "over-refusal", "tab:orange"),
+)
+
+
+def draw_scores(ax: Any, methods: dict[str, Any]) -> None:
+    """Bars of each method's headline scores (%) on `ax`, a group per method; a metric no
+    method was evaluated on gets no bars, a missing value none for that method."""
+    names = list(methods)
+
+    def value(method: str, metric: str) -> float:
+        found = methods[method]["headline"].get(metric, {}).get("value")
+        return float("nan") if found is None else float(found)
+
+    shown = [b for b in SCORE_BARS if not all(math.isnan(value(m, b[0])) for m in names)]
+    width = 0.8 / max(len(shown), 1)
+    for j, (metric, label, colour) in enumerate(shown):
+        values = [value(m, metric) for m in names]
+        offset = (j - (len(shown) - 1) / 2) * width
+        bars = ax.bar(
+            [i + offset for i in range(len(names))], values, width, color=colour, label=label
+        )
+        ax.bar_label(bars, labels=["" if math.isnan(v) else f"{v:.0f}" for v in values], fontsize=7)
+    ax.set_xticks(list(range(len(names))), names)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8)
