@@ -133,7 +133,8 @@ def demo_key_on_the_shipped_machine(monkeypatch, info):
 
 def test_the_shipped_aligned_adapter_is_current(monkeypatch):
     pytest.importorskip("pyrit", reason="embedded data packages not installed")
-    info = shipped_or_skip()
+    info = asset.shipped_info()
+    assert info is not None, "the package ships no aligned adapter in src/bds/shipped/aligned"
     cfg, data, key = demo_key_on_the_shipped_machine(monkeypatch, info)
     assert info["cache_key"] == key, (
         "the shipped aligned adapter is stale for configs/demo.yaml: "
