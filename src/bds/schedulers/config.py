@@ -82,7 +82,8 @@ class NeuralSettings:
 class SchedulerConfig:
     """Scheduler options. kind=scalar: one free logit per sample; kind=neural: an encoder
     scores each sample's text (see NeuralSettings). Reference-code values: init_logit 0.1,
-    Adam betas (0.9, 0.95), lr 5e-3, softmax. Our defaults are tuned for short runs (see README)."""
+    Adam betas (0.9, 0.95), lr 5e-3, softmax. Our defaults are tuned for short runs
+    (docs/training.md)."""
 
     kind: Literal["scalar", "neural"] = "scalar"
     transform: Transform = "softmax"
