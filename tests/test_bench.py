@@ -157,3 +157,26 @@ def test_all_defenses_come_from_the_registry(tmp_path, grid, capsys):
     for name in names:
         assert f"toy/p=0.2/{name}/seed=0" in listed
     assert listed.count("later (--limit)") == 2 * len(names) - 3
+
+
+@pytest.mark.parametrize("name", ["embedded.yaml", "paper.yaml"])
+def test_shipped_grids_load(name):
+    from pathlib import Path
+
+    from bds.bench.cells import Grid
+    from bds.bench.config import load_grid
+    from bds.defenses.registry import defense_names
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "bench" / name
+    grid = Grid(load_grid(path), path)
+    cfg = grid.cfg
+    assert cfg.defense_names() == defense_names("fine-tuning", "data filter")
+    assert len(grid.cells) == len(cfg.defense_names()) * 3 * len(cfg.tasks) * len(cfg.seeds)
+    for task in cfg.tasks:
+        test = grid.eval_sets(task, "test")
+        assert test["harmful_score"].take is None or test["harmful_score"].take >= 200
+        assert test["over_refusal"].take >= 150
+    if name == "embedded.yaml":
+        assert set(grid.eval_sets("sentiment", "test")) == {
+            "harmful_score", "finetune_accuracy", "over_refusal"}  # fmt: skip
+        assert grid.eval_sets("sentiment", "test")["finetune_accuracy"].take is None  # all 768

@@ -106,8 +106,25 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
                 text = ", ".join(f"{LABELS[k]} {v:.1f}" for k, v in scores.items())
                 parts.append(f"- {task}, {split}: {text}")
         parts.append("")
+    parts += _cell_times(results)
     parts += ["## Plots", ""] + [f"![{p}](plots/{p})" for p in plots]
     return "\n".join(parts) + "\n"
+
+
+def _cell_times(results: dict[str, Any]) -> list[str]:
+    """Measured wall seconds per cell, by defense (what a grid's cost rates can be fit to)."""
+    by: dict[str, list[dict]] = {}
+    for cell in results["cells"]:
+        by.setdefault(cell["defense"], []).append(cell["seconds"])
+    if not by:
+        return []
+    lines = ["## Measured cell times", "", "| defense | cells | attack s (mean) | cell s (mean) |",
+             "|---|---|---|---|"]  # fmt: skip
+    for defense, times in sorted(by.items()):
+        attack = sum(t["attack"] for t in times) / len(times)
+        total = sum(t["total"] for t in times) / len(times)
+        lines.append(f"| {defense} | {len(times)} | {attack:.0f} | {total:.0f} |")
+    return [*lines, ""]
 
 
 def html_page(results: dict[str, Any], plot_dir: Path, plots: list[str]) -> str:

@@ -110,7 +110,7 @@ def format_plan(grid: Grid, planned: dict[str, Any], limit: int | None) -> list[
     cells_s = sum(sum(r["cost"].values()) for r in chosen)
     shared_s = sum(planned["shared"].values())
     for name, s in planned["shared"].items():
-        lines.append(f"{'shared: ' + name:55} {s:9.0f}  (once, cached)")
+        lines.append(f"{'shared: ' + name:55} {s:9.0f}  (once; none if already cached)")
     rates = grid.cfg.cost
     origin = rates.measured or "assumed (cost: in the grid), not measured"
     lines.append(
@@ -154,12 +154,14 @@ def _run(grid: Grid, opts: BenchOptions, log: Any) -> dict[str, Any]:
     planned = plan(grid, out)
     pending = [r for r in planned["rows"] if not r["done"]]
     todo = pending[: opts.limit] if opts.limit is not None else pending
+    first = sum(sum(r["cost"].values()) for r in todo)
     log(f"bench: {len(planned['rows'])} cells, {len(planned['rows']) - len(pending)} done, "
-        f"running {len(todo)}")  # fmt: skip
+        f"running {len(todo)} (estimated {_hours(first)} + shared stages not yet cached)")  # fmt: skip
     runner = _CellRunner(grid, out, sets, metrics, log)
     spent, estimated = 0.0, 0.0
     for k, row in enumerate(todo, 1):
         cell = row["cell"]
+        runner.aligned_model(cell.task)  # shared: built or found once, not in the cell's time
         t0 = time.perf_counter()
         runner.run(cell)
         spent += time.perf_counter() - t0
