@@ -180,3 +180,34 @@ def test_shipped_grids_load(name):
         assert set(grid.eval_sets("sentiment", "test")) == {
             "harmful_score", "finetune_accuracy", "over_refusal"}  # fmt: skip
         assert grid.eval_sets("sentiment", "test")["finetune_accuracy"].take is None  # all 768
+
+
+def test_an_interrupted_cell_resumes_without_training_again(
+    tmp_path, grid, capsys, monkeypatch, one_thread
+):
+    import bds.eval.runner as runner
+
+    cfg = yaml.safe_load(grid.read_text())
+    cfg.update(defenses=["sft"], seeds=[0])
+    grid.write_text(yaml.safe_dump(cfg))
+    argv = ["bench", "-c", str(grid), "-o", str(tmp_path / "b")]
+    real_eval = runner.run_eval
+
+    def stop_at_the_cells_eval(model_cfg, ev, *args, **kwargs):
+        if ev.adapter:  # the attacked model's evaluation: interrupted
+            raise KeyboardInterrupt
+        return real_eval(model_cfg, ev, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_eval", stop_at_the_cells_eval)
+    assert cli(argv) == 130
+    cell = tmp_path / "b" / "cells/toy/p=0.2/sft/seed=0"
+    assert (cell / "attack-sft" / "summary.json").is_file() and not (cell / "cell.json").exists()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(runner, "run_eval", real_eval)
+    monkeypatch.setattr("bds.training.trainer.train", refuse)
+    assert cli(argv) == 0
+    assert "attack (sft): done before, kept" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["cells"][0]["seed"] == 0
