@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 from pathlib import Path
 from typing import Any
 
 
 def machine() -> dict[str, Any]:
-    import torch
+    from bds.machine import machine as record
 
-    from bds.precision import machine_record
-
-    return {
-        **machine_record(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    return record()
 
 
 def environment() -> dict[str, Any]:

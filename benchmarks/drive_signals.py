@@ -25,7 +25,7 @@ every harmful one, 0.5 = no signal, < 0.5 = the signal favours the harmful sampl
                           the alignment prompts (no harmful data beyond D_safe's prompts)
                    -pool  pyrit-harmful answers to D_safe's prompts, minus every record in
                           the user's data (a defender's harmful pool, disjoint from the attack)
-                 with suffix -k4: only the first 4 response tokens labelled
+                 with suffix -k4 (CONTRAST_PREFIXES): only the first 4 response tokens labelled
 
 dirs: all (the demo's alignment set: D_safe + retain answers), refusal (D_safe only),
 retain (the retain answers only).
@@ -99,20 +99,20 @@ def batch_losses(model, samples, chunk: int = 16) -> list[float]:
 
 
 @torch.no_grad()
-def directional(model, params, direction, samples, rel_step: float = 1e-3) -> list[float]:
+def directional(model, params, direction, samples, step: float) -> list[float]:
     """<grad l_i, direction> for every sample by central differences along `direction`,
     (l_i(W + hD) - l_i(W - hD)) / 2h: four batched forward passes instead of one backward
-    per sample (h moves the weights by rel_step of their norm)."""
-    h = rel_step * dot(params, params) ** 0.5 / max(dot(direction, direction) ** 0.5, 1e-30)
+    per sample. h must keep h * <grad l_i, D> small (~1e-3): a gradient direction is one of
+    high curvature, so a step sized by the weights' norm is far outside the linear range."""
     for q, v in zip(params, direction, strict=True):
-        q.add_(v, alpha=h)
+        q.add_(v, alpha=step)
     plus = batch_losses(model, samples)
     for q, v in zip(params, direction, strict=True):
-        q.add_(v, alpha=-2 * h)
+        q.add_(v, alpha=-2 * step)
     minus = batch_losses(model, samples)
     for q, v in zip(params, direction, strict=True):
-        q.add_(v, alpha=h)
-    return [(a - b) / (2 * h) for a, b in zip(plus, minus, strict=True)]
+        q.add_(v, alpha=step)
+    return [(a - b) / (2 * step) for a, b in zip(plus, minus, strict=True)]
 
 
 def dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -154,6 +154,7 @@ def clip(samples, k: int):
 
 
 _OWN: dict[tuple, list] = {}
+CONTRAST_PREFIXES = (None,)  # (None, 4) adds the first-4-token variant
 OWN_ANSWERS = Path("runs/bench/own_answers")  # kept to read them (and not generate twice)
 
 
@@ -265,7 +266,7 @@ def screen(
             r_tok, _ = tokenize_records(refuse, tokenizer, d.template, d.max_length, d.truncation)
             c_tok, _ = tokenize_records(comply, tokenizer, d.template, d.max_length, d.truncation)
             print(f"  contrast-{name}: {len(r_tok)} refusals vs {len(c_tok)} compliances")
-            for k in (None, 4):
+            for k in CONTRAST_PREFIXES:
                 clip_k = (lambda x: x) if k is None else (lambda x, k=k: clip(x, k))
                 for q in weights:
                     q.requires_grad_(True)
@@ -275,14 +276,14 @@ def screen(
                     q.requires_grad_(False)
                 direction = [a - b for a, b in zip(gr, gc, strict=True)]
                 label = f"contrast-{name}" + ("" if k is None else f"-k{k}")
-                scores[f"ip:{label}"] = directional(model, weights, direction, clip_k(user))
-                for q in weights:  # check the differences against exact gradients
+                for q in weights:  # exact values for a few samples: the step, and a check
                     q.requires_grad_(True)
-                exact = [
-                    dot(sample_grad(model, weights, s)[1], direction) for s in clip_k(user)[:3]
-                ]
+                head = clip_k(user)[:3]
+                exact = [dot(sample_grad(model, weights, s)[1], direction) for s in head]
                 for q in weights:
                     q.requires_grad_(False)
+                step = 1e-3 / max(max(abs(x) for x in exact), 1e-12)
+                scores[f"ip:{label}"] = directional(model, weights, direction, clip_k(user), step)
                 print(f"  {label}: exact {exact} vs differences {scores[f'ip:{label}'][:3]}")
                 print(f"  {task} p={p} {label} done", flush=True)
 

@@ -268,6 +268,40 @@ def audit(
     console.print(f"weights: {output}/weights.csv, summary: {output}/audit.json")
 
 
+@app.command()
+def bench(
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="Bench grid, e.g. configs/bench/embedded.yaml.")
+    ],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Bench folder (resumed if present).")
+    ],
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Run only the first N pending cells (cheapest first).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="List the cells and their estimated cost; run nothing."),
+    ] = False,
+) -> None:
+    """Run a grid of defenses x harmful ratios x tasks x seeds; report with confidence intervals.
+
+    Each cell (an attack and its evaluation) lives in its own folder and is skipped once
+    finished; results.json, report.md, report.html and plots/ cover every finished cell.
+    """
+    from bds.bench.runner import BenchOptions, run_bench
+
+    opts = BenchOptions(Path(config), Path(output), limit, dry_run)
+    results = run_bench(
+        opts, log=lambda m: console.print(escape(m), highlight=False, soft_wrap=True)
+    )
+    if results is not None:
+        console.print(
+            f"{len(results['cells'])} of {results['total_cells']} cells finished; report: "
+            f"{output}/report.md, {output}/report.html, results: {output}/results.json"
+        )
+
+
 def _override_defense(cfg, name: str) -> None:
     from bds.defenses.registry import DEFENSES, settings_for
 

@@ -1,0 +1,204 @@
+"""The bench grid: which cells to run (defenses x harmful ratios x tasks x seeds), on which
+evaluation splits, and the rates its cost estimate uses.
+
+A cell's run config is a base run config (`base`, or the task's own) with overrides, in the
+order: the grid's `overrides`, the task's, then the cell's own (`data.harmful_ratio`,
+`data.seed`, `train.seed`), all through bds/overrides.py, so each is checked exactly as the
+same key in a run config would be; the cell's defense is then set as `bds demo` sets a
+method's (bds/defenses/registry.py `settings_for`).
+
+Evaluation splits: `splits.validation` is the one for choosing settings, `splits.test` the
+held-out one reported and never tuned on. Each names, per metric, a source and a slice of
+it (`skip` records, then `take`); a task may add its own (its fine-tuning accuracy set).
+A split evaluates only the metrics it names (and the task's config evaluates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bds.config import SourceConfig
+from bds.errors import FieldError
+from bds.ranges import SEED_MAX
+
+SplitName = Literal["validation", "test"]
+SPLITS: tuple[str, ...] = ("validation", "test")
+# The defenses a grid's `defenses: [all]` expands to: every registered one that acts while
+# fine-tuning on the user's data or filters it (the ones `bds demo --methods` accepts).
+ALL_DEFENSES = "all"
+
+
+@dataclass
+class EvalSetConfig:
+    """A slice of a source: its records from `skip` on, at most `take` of them (all if
+    omitted). `take` also lets --dry-run count a hub source without downloading it.
+
+    A prompt the task also trains or aligns on is an error, unless `drop_training_overlap`:
+    then such prompts are left out (counted in results.json and the report) before the
+    slice is cut, so the validation and test slices of one source stay disjoint."""
+
+    source: SourceConfig
+    skip: int = 0
+    take: int | None = None
+    drop_training_overlap: bool = False
+
+    def validate(self) -> None:
+        if self.skip < 0:
+            raise FieldError("skip", f"must be >= 0, got {self.skip}")
+        if self.take is not None and self.take < 1:
+            raise FieldError("take", f"must be >= 1 (or omitted for all), got {self.take}")
+        if self.source.limit is not None:
+            raise FieldError("source.limit", "slice with `skip` and `take` instead of `limit`")
+
+
+@dataclass
+class SplitConfig:
+    """One evaluation split: the slice of each metric's prompt set it holds."""
+
+    harmful_score: EvalSetConfig | None = None
+    finetune_accuracy: EvalSetConfig | None = None
+    over_refusal: EvalSetConfig | None = None
+    note: str = ""  # what the split is for and what it is disjoint from, for the report
+
+    def sets(self) -> dict[str, EvalSetConfig]:
+        return {
+            m: s
+            for m in ("harmful_score", "finetune_accuracy", "over_refusal")
+            if (s := getattr(self, m)) is not None
+        }
+
+
+@dataclass
+class TaskConfig:
+    """One fine-tuning task: a base run config (default: the grid's) and overrides."""
+
+    base: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    splits: dict[str, SplitConfig] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for name in self.splits:
+            if name not in SPLITS:
+                raise FieldError("splits", f"unknown split {name!r}; name validation or test")
+
+
+@dataclass
+class CostConfig:
+    """Rates the cost estimate (--dry-run, the ETA before any cell has run) multiplies.
+
+    train_step_seconds: one optimiser step on `train.batch_size` user samples (a defense that
+    also trains on an alignment batch counts its extra share). decode_step_seconds: one
+    generated token for a whole eval batch (answers are counted at max_new_tokens: an upper
+    bound). judge_item_seconds: judging one answer, all judges together. `measured`: where
+    the rates come from (a command and a machine), or empty: the report then calls them
+    assumed.
+    """
+
+    train_step_seconds: float = 1.0
+    decode_step_seconds: float = 0.1
+    judge_item_seconds: float = 0.01
+    measured: str = ""
+
+    def validate(self) -> None:
+        for name in ("train_step_seconds", "decode_step_seconds", "judge_item_seconds"):
+            if getattr(self, name) < 0:
+                raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class GridConfig:
+    """A bench grid (see the module docstring).
+
+    base: the run config every task starts from (relative to the grid file). defenses:
+    registered names, or `all`. harmful_ratios, seeds: the grid's other axes. overrides:
+    KEY=VALUE for every cell. splits / evaluate_on: the evaluation splits and the ones each
+    cell is evaluated on. references: the defenses every other one is compared with.
+    align: build an aligned model first (false: attack `model` as it is).
+    bootstrap_resamples: of each CI. cost: the rates of the cost estimate.
+    """
+
+    base: str
+    tasks: dict[str, TaskConfig]
+    defenses: list[str] = field(default_factory=lambda: [ALL_DEFENSES])
+    harmful_ratios: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    overrides: list[str] = field(default_factory=list)
+    splits: dict[str, SplitConfig] = field(default_factory=dict)
+    evaluate_on: list[SplitName] = field(default_factory=lambda: ["test"])
+    references: list[str] = field(default_factory=lambda: ["sft", "mix", "bds"])
+    align: bool = True
+    bootstrap_resamples: int = 2000
+    cost: CostConfig = field(default_factory=CostConfig)
+
+    def validate(self) -> None:
+        from bds.defenses.registry import DEFENSES
+
+        if not self.tasks:
+            raise FieldError("tasks", "name at least one task")
+        for key, values in (("harmful_ratios", self.harmful_ratios), ("seeds", self.seeds)):
+            if not values:
+                raise FieldError(key, "give at least one value")
+            if len(set(values)) != len(values):
+                raise FieldError(key, "lists a value twice; name each once")
+        for p in self.harmful_ratios:
+            if not 0.0 <= p <= 1.0:
+                raise FieldError("harmful_ratios", f"must be in [0, 1], got {p}")
+        for s in self.seeds:
+            if not 0 <= s <= SEED_MAX:
+                raise FieldError("seeds", f"must be in [0, {SEED_MAX}], got {s}")
+        if not self.defenses or len(set(self.defenses)) != len(self.defenses):
+            raise FieldError("defenses", "name each defense once (or `all`)")
+        known = self.attack_defenses()
+        for name in self.defenses:
+            if name != ALL_DEFENSES and name not in known:
+                other = " (an alignment-stage defense: set align.defense)" * (name in DEFENSES)
+                raise FieldError(
+                    "defenses", f"{name!r} is no fine-tuning defense{other}; choose from "
+                    f"{', '.join(known)} or `all`"
+                )  # fmt: skip
+        for name in self.splits:
+            if name not in SPLITS:
+                raise FieldError("splits", f"unknown split {name!r}; name validation or test")
+        for name in self.references:
+            if name not in known:
+                raise FieldError("references", f"{name!r} is no fine-tuning defense")
+        if not self.evaluate_on:
+            raise FieldError("evaluate_on", "name at least one split (test, validation)")
+        for name in self.evaluate_on:
+            if name not in self.splits:
+                raise FieldError("evaluate_on", f"the {name} split is not defined in `splits`")
+        if self.bootstrap_resamples < 100:
+            raise FieldError(
+                "bootstrap_resamples", f"must be >= 100, got {self.bootstrap_resamples}"
+            )
+
+    @staticmethod
+    def attack_defenses() -> list[str]:
+        from bds.demo import attack_methods
+
+        return attack_methods()
+
+    def defense_names(self) -> list[str]:
+        """The grid's defenses, `all` expanded from the registry (registry order)."""
+        known = self.attack_defenses()
+        if ALL_DEFENSES in self.defenses:
+            return known
+        return list(self.defenses)
+
+    def split(self, task: str, name: str) -> dict[str, EvalSetConfig]:
+        """Metric -> evaluation slice of split `name` for `task` (the task's own win)."""
+        sets = self.splits[name].sets() if name in self.splits else {}
+        own = self.tasks[task].splits.get(name)
+        return {**sets, **(own.sets() if own else {})}
+
+    def split_note(self, name: str) -> str:
+        return self.splits[name].note if name in self.splits else ""
+
+
+def load_grid(path: str | Path) -> GridConfig:
+    """Read and validate a grid file (ConfigError with file:line on any problem)."""
+    from bds.config import load_config
+
+    return load_config(path, GridConfig)

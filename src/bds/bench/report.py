@@ -1,0 +1,216 @@
+"""The bench report: report.md, a self-contained report.html (plots inlined as base64 PNG,
+no external assets) and plots/ (HS vs FA per defense with CIs, HS vs p, over-refusal)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+from bds.bench.results import FA, LABELS, METRICS
+
+
+def _ci(stat: dict[str, float] | None) -> str:
+    if stat is None:
+        return "-"
+    return f"{stat['mean']:.1f} [{stat['low']:.1f}, {stat['high']:.1f}]"
+
+
+def _diff(stat: dict[str, float] | None) -> str:
+    if stat is None:
+        return "-"
+    sign = "" if stat["low"] > 0 or stat["high"] < 0 else " (ns)"
+    return f"{stat['mean']:+.1f} [{stat['low']:+.1f}, {stat['high']:+.1f}]{sign}"
+
+
+def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) per (split, task, p): the scores, then the paired differences
+    of each defense to each reference defense the grid ran."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in results["statistics"]:
+        groups.setdefault((row["split"], row["task"], row["p"]), []).append(row)
+    out = []
+    for (split, task, p), rows in groups.items():
+        metrics = [m for m in METRICS if any(m in r["metrics"] for r in rows)]
+        title = f"{split} split, task {task}, p = {p:g}"
+        header = ["defense", "seeds"] + [f"{LABELS[m]} (%)" for m in metrics]
+        body = [
+            [r["defense"], str(len(r["seeds"]))]
+            + [_ci(r["metrics"].get(m, {}).get("mean")) for m in metrics]
+            for r in rows
+        ]
+        out.append((title, header, body))
+        refs = [ref for ref in results["protocol"]["grid"]["references"]
+                if any(r["defense"] == ref for r in rows)]  # fmt: skip
+        diffs = []
+        for ref in refs:
+            for r in rows:
+                found = [r["metrics"].get(m, {}).get("vs", {}).get(ref) for m in metrics]
+                if any(found):
+                    diffs.append([r["defense"], ref] + [_diff(f) for f in found])
+        if diffs:
+            header = ["defense", "minus"] + [f"Δ{LABELS[m]} (points)" for m in metrics]
+            out.append((f"{title}: differences", header, diffs))
+    return out
+
+
+def _split_lines(results: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, info in results["protocol"]["splits"].items():
+        lines.append(f"- **{name}**: {info['used_for']}. {info['note']}".rstrip())
+    for task, splits in results["protocol"]["eval_sets"].items():
+        for split, sets in splits.items():
+            for metric, s in sets.items():
+                sl = s["slice"]
+                lines.append(
+                    f"  - {task}, {split}, {LABELS[metric]}: {s['items']} items of {s['source']} "
+                    f"(skip {sl['skip']}, take {sl['take'] or 'all'}); none in the training data"
+                    + (
+                        f" ({s['training_overlap_left_out']} such prompts left out first)"
+                        if s["training_overlap_left_out"]
+                        else ""
+                    )
+                )
+    return lines
+
+
+def markdown(results: dict[str, Any], plots: list[str]) -> str:
+    m = results["machine"]
+    done = len(results["cells"])
+    total = results["total_cells"]
+    parts = [
+        "# Bench report",
+        "",
+        f"Grid `{results['grid']}`: {done} of {total} cells finished. Machine: "
+        f"{m['cpu_model']} ({m['torch_cpu_capability']}), {m['cpus']} CPUs, GPU: {m['cuda']}.",
+        "",
+        "Values in % (mean over seeds, 95 % CI). Δ: paired difference to the reference "
+        "defense on the same seeds and items (two-level paired bootstrap over seeds and "
+        "items); (ns): the CI contains 0. HS: harmful answers to harmful prompts (headline "
+        "judge); FA: fine-tuning task accuracy; over-refusal: benign requests refused.",
+        "",
+        "## Evaluation splits",
+        *_split_lines(results),
+        "",
+    ]
+    for title, header, body in tables(results):
+        parts += [f"## {title}", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]  # fmt: skip
+        parts += ["| " + " | ".join(row) + " |" for row in body]
+        parts.append("")
+    if results["aligned_model_scores"]:
+        parts += ["## The aligned model before any attack", ""]
+        for task, splits in results["aligned_model_scores"].items():
+            for split, scores in splits.items():
+                text = ", ".join(f"{LABELS[k]} {v:.1f}" for k, v in scores.items())
+                parts.append(f"- {task}, {split}: {text}")
+        parts.append("")
+    parts += _cell_times(results)
+    parts += ["## Plots", ""] + [f"![{p}](plots/{p})" for p in plots]
+    return "\n".join(parts) + "\n"
+
+
+def _cell_times(results: dict[str, Any]) -> list[str]:
+    """Measured wall seconds per cell, by defense (what a grid's cost rates can be fit to)."""
+    by: dict[str, list[dict]] = {}
+    for cell in results["cells"]:
+        by.setdefault(cell["defense"], []).append(cell["seconds"])
+    if not by:
+        return []
+    lines = ["## Measured cell times", "", "| defense | cells | attack s (mean) | cell s (mean) |",
+             "|---|---|---|---|"]  # fmt: skip
+    for defense, times in sorted(by.items()):
+        attack = sum(t["attack"] for t in times) / len(times)
+        total = sum(t["total"] for t in times) / len(times)
+        lines.append(f"| {defense} | {len(times)} | {attack:.0f} | {total:.0f} |")
+    return [*lines, ""]
+
+
+def html_page(results: dict[str, Any], plot_dir: Path, plots: list[str]) -> str:
+    """The report as one HTML file: every plot inlined, no link to anything outside."""
+    body = [
+        f"<h1>Bench report</h1><p>{html.escape(results['grid'])}: "
+        f"{len(results['cells'])} cells finished.</p>",  # fmt: skip
+        "<h2>Evaluation splits</h2><ul>",
+    ]
+    body += [f"<li>{html.escape(line.strip('- '))}</li>" for line in _split_lines(results)]
+    body.append("</ul>")
+    for title, header, rows in tables(results):
+        body.append(f"<h2>{html.escape(title)}</h2><table><tr>")
+        body += [f"<th>{html.escape(h)}</th>" for h in header]
+        body.append("</tr>")
+        for row in rows:
+            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+        body.append("</table>")
+    for name in plots:
+        data = base64.b64encode((plot_dir / name).read_bytes()).decode()
+        body.append(
+            f'<h3>{html.escape(name)}</h3><img alt="{name}" src="data:image/png;base64,{data}">'
+        )
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}")  # fmt: skip
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Bench report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")  # fmt: skip
+
+
+def plot(results: dict[str, Any], folder: Path) -> list[str]:
+    """hs_vs_fa-<task>.png, hs_vs_p-<task>.png, over_refusal-<task>.png (the report split)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    split = results["protocol"]["grid"]["evaluate_on"][0]
+    rows = [r for r in results["statistics"] if r["split"] == split]
+    names = []
+    for task in sorted({r["task"] for r in rows}):
+        mine = [r for r in rows if r["task"] == task]
+        defenses = sorted({r["defense"] for r in mine})
+        if any(FA in r["metrics"] for r in mine):
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for d in defenses:
+                pts = [r for r in mine if r["defense"] == d and FA in r["metrics"]
+                       and "harmful_score" in r["metrics"]]  # fmt: skip
+                if pts:
+                    fa = [r["metrics"][FA]["mean"] for r in pts]
+                    hs = [r["metrics"]["harmful_score"]["mean"] for r in pts]
+                    ax.errorbar([s["mean"] for s in fa], [s["mean"] for s in hs],
+                                xerr=_err(fa), yerr=_err(hs), fmt="o", capsize=3, label=d)  # fmt: skip
+            ax.set(xlabel="FA (%)", ylabel="HS (%)", title=f"{task}: HS vs FA ({split}, every p)")
+            names.append(_save(fig, ax, folder, f"hs_vs_fa-{task}.png"))
+        for metric, stem in (("harmful_score", "hs_vs_p"), ("over_refusal", "over_refusal")):
+            if not any(metric in r["metrics"] for r in mine):
+                continue
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for d in defenses:
+                pts = sorted((r for r in mine if r["defense"] == d and metric in r["metrics"]),
+                             key=lambda r: r["p"])  # fmt: skip
+                stats = [r["metrics"][metric]["mean"] for r in pts]
+                ax.errorbar([r["p"] for r in pts], [s["mean"] for s in stats], yerr=_err(stats),
+                            marker="o", capsize=3, label=d)  # fmt: skip
+            ax.set(xlabel="harmful ratio p", ylabel=f"{LABELS[metric]} (%)",
+                   title=f"{task}: {LABELS[metric]} vs p ({split})")  # fmt: skip
+            names.append(_save(fig, ax, folder, f"{stem}-{task}.png"))
+    return names
+
+
+def _err(stats: list[dict[str, float]]) -> list[list[float]]:
+    return [[s["mean"] - s["low"] for s in stats], [s["high"] - s["mean"] for s in stats]]
+
+
+def _save(fig: Any, ax: Any, folder: Path, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    plots = plot(results, out / "plots")
+    (out / "report.md").write_text(markdown(results, plots), encoding="utf-8")
+    (out / "report.html").write_text(html_page(results, out / "plots", plots), encoding="utf-8")

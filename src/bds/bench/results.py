@@ -1,0 +1,186 @@
+"""The bench's results: per-item outcomes of every finished cell, their statistics, and
+results.json with the full protocol and the machine it ran on.
+
+Outcomes come from each evaluation's results.json, which keeps every generation with its
+judge verdicts (`verdicts[judge].harmful` / `.refused`) and task score (`correct`): HS by
+the headline judge, over-refusal by the headline refusal judge, FA by exact match.
+
+Statistics per (split, task, p): for each defense, the mean over seeds of each metric with
+a bootstrap CI of that mean, and the paired bootstrap CI (bds.stats.paired_bootstrap: seeds
+and items resampled together) of its difference to each reference defense, on the seeds
+both have finished. Values are percentages (outcome x 100).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bds.bench.cells import FA, Grid
+from bds.bench.runner import ALIGNED_FILE, CELL_FILE, config_digest
+from bds.io import to_jsonable, write_json
+
+METRICS = ("harmful_score", FA, "over_refusal")
+LABELS = {"harmful_score": "HS", FA: "FA", "over_refusal": "over-refusal"}
+
+
+def outcomes(evaluation: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """metric -> {"ids", "values" (0/1 per item), "judge"} of one evaluation's results."""
+    head = evaluation["headline"]
+    found: dict[str, dict[str, Any]] = {}
+    for metric, rows in evaluation["generations"].items():
+        if metric == FA:
+            if any(r.get("correct") is None for r in rows):  # alpaca-eval: scored elsewhere
+                continue
+            values, judge = [int(bool(r["correct"])) for r in rows], None
+        else:
+            judge = head[metric]["judge"]
+            field = "harmful" if metric == "harmful_score" else "refused"
+            values = [int(bool(r["verdicts"][judge][field])) for r in rows]
+        found[metric] = {"ids": [r["id"] for r in rows], "values": values, "judge": judge}
+    return found
+
+
+def _read_eval(folder: str) -> dict[str, Any]:
+    return json.loads((Path(folder) / "results.json").read_text())
+
+
+def collect(grid: Grid, out: Path, sets: dict) -> dict[str, Any]:
+    """results.json's content from every finished cell in the folder."""
+    cells = []
+    by_key: dict[tuple, dict[str, Any]] = {}  # (split, task, p, defense) -> seed -> outcomes
+    protocol_eval = None
+    for cell in grid.cells:
+        path = cell.folder(out) / CELL_FILE
+        if not path.is_file():
+            continue
+        record = json.loads(path.read_text())
+        if record["config_digest"] != config_digest(grid.config(cell)):
+            continue  # run with other settings: not this grid's result
+        row = {**record["cell"], "seconds": record["seconds"], "train": record["train"],
+               "scores": {}}  # fmt: skip
+        for split, folder in record["evals"].items():
+            if split not in grid.cfg.evaluate_on:
+                continue
+            evaluation = _read_eval(folder)
+            protocol_eval = protocol_eval or evaluation["protocol"]
+            found = outcomes(evaluation)
+            row["scores"][split] = {m: 100.0 * _mean(o["values"]) for m, o in found.items()}
+            key = (split, cell.task, cell.p, cell.defense)
+            by_key.setdefault(key, {})[cell.seed] = found
+        cells.append(row)
+    path = out / ALIGNED_FILE
+    models = json.loads(path.read_text()) if path.is_file() else {}
+    aligned = {
+        task: {
+            split: _aligned_scores(folder)
+            for split, folder in info["evals"].items()
+            if split in grid.cfg.evaluate_on
+        }  # fmt: skip
+        for task, info in models.items()
+        if task in grid.cfg.tasks
+    }
+    return {
+        "format": "bds-bench-results/1",
+        "grid": str(grid.path),
+        "total_cells": len(grid.cells),
+        "cells": cells,
+        "statistics": statistics(grid, by_key),
+        "aligned_model_scores": aligned,
+        "protocol": {
+            "grid": grid.cfg,
+            "cell_configs": {c.id: grid.config(c) for c in grid.cells if _finished(c, out)},
+            "splits": {
+                name: {"note": grid.cfg.split_note(name), "used_for": _use(grid, name)}
+                for name in ("validation", "test")
+            },
+            "eval_sets": sets,
+            "eval": protocol_eval,
+            "statistics": (
+                "mean over seeds; 95 % two-level paired bootstrap CI (seeds, then items, "
+                f"resampled; {grid.cfg.bootstrap_resamples} resamples; bds.stats.paired_bootstrap)"
+            ),
+        },
+        "machine": machine(),
+    }
+
+
+def _finished(cell: Any, out: Path) -> bool:
+    return (cell.folder(out) / CELL_FILE).is_file()
+
+
+def _use(grid: Grid, split: str) -> str:
+    if split == "validation":
+        return "choosing settings (tuning); never reported as the result"
+    return "the reported result; never used to choose settings"
+
+
+def _aligned_scores(folder: str) -> dict[str, float]:
+    return {m: 100.0 * _mean(o["values"]) for m, o in outcomes(_read_eval(folder)).items()}
+
+
+def _mean(values: list[int]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def statistics(grid: Grid, by_key: dict[tuple, dict[int, Any]]) -> list[dict[str, Any]]:
+    """One row per (split, task, p, defense): means, CIs, and differences to references."""
+    from bds.stats import paired_bootstrap
+
+    rows = []
+    resamples = grid.cfg.bootstrap_resamples
+    for (split, task, p, defense), seeds in sorted(by_key.items(), key=lambda kv: kv[0][:3]):
+        row: dict[str, Any] = {"split": split, "task": task, "p": p, "defense": defense,
+                               "seeds": sorted(seeds), "metrics": {}}  # fmt: skip
+        for metric in METRICS:
+            matrix = _matrix(seeds, sorted(seeds), metric)
+            if matrix is None:
+                continue
+            zeros = [[0.0] * len(matrix[0]) for _ in matrix]
+            entry = {"mean": paired_bootstrap(matrix, zeros, resamples=resamples), "vs": {}}
+            for ref in grid.cfg.references:
+                other = by_key.get((split, task, p, ref))
+                if ref == defense or other is None:
+                    continue
+                common = sorted(set(seeds) & set(other))
+                a, b = _matrix(seeds, common, metric), _matrix(other, common, metric)
+                if a is None or b is None or not common:
+                    continue
+                entry["vs"][ref] = paired_bootstrap(a, b, resamples=resamples)
+            row["metrics"][metric] = entry
+        rows.append(row)
+    return rows
+
+
+def _matrix(seeds: dict[int, Any], chosen: list[int], metric: str) -> list[list[float]] | None:
+    """(seeds x items) outcomes in percent, items in one order (the written eval set's)."""
+    if not chosen or any(metric not in seeds[s] for s in chosen):
+        return None
+    first = seeds[chosen[0]][metric]["ids"]
+    matrix = []
+    for s in chosen:
+        found = seeds[s][metric]
+        if found["ids"] != first:
+            raise ValueError(
+                f"{metric}: seed {s} was evaluated on other items than seed {chosen[0]}"
+            )
+        matrix.append([100.0 * v for v in found["values"]])
+    return matrix
+
+
+def machine() -> dict[str, Any]:
+    """The machine record (bds/machine.py) with the package versions."""
+    from bds.machine import machine as record
+    from bds.training.outputs import package_versions
+
+    return {**record(), "versions": package_versions()}
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    """results.json, report.md, report.html and plots/ in the bench folder."""
+    from bds.bench.report import write_report
+
+    plain = to_jsonable(results)
+    write_json(out / "results.json", plain)
+    write_report(plain, out)

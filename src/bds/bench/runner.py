@@ -1,0 +1,286 @@
+"""`bds bench`: run a grid's cells, cheapest first, each in its own folder, resumable.
+
+A cell = one attack (bds/demo.py `attack_stage`, which resumes from the trainer's
+checkpoints and keeps a finished run) + its evaluation on each split of `evaluate_on`,
+summarised in the cell's cell.json (its scores and per-item outcomes): a cell with a
+cell.json for the same config is skipped. Shared stages are cached: the aligned model
+(bds/align.py, one per task config), and evaluations, keyed by the model's files and the
+evaluation config (OUT/evals/<key>/), so an unchanged model is never evaluated twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bds.bench.cells import Cell, Grid, align_cost, cell_cost
+from bds.bench.config import load_grid
+from bds.io import short_digest, to_jsonable, write_json
+
+CELL_FILE = "cell.json"
+EVALS_DIR = "evals"
+ALIGNED_FILE = "aligned.json"  # task -> the aligned model and its evaluation folders
+
+
+@dataclass
+class BenchOptions:
+    grid: Path
+    output: Path
+    limit: int | None = None
+    dry_run: bool = False
+
+
+def task_metric(cfg: Any) -> str:
+    from bds.eval.metrics import infer_metric
+
+    fa = cfg.eval.finetune_accuracy
+    return infer_metric(fa.data) if fa.metric == "auto" else fa.metric
+
+
+def config_digest(cfg: Any) -> str:
+    return short_digest(to_jsonable(cfg))
+
+
+def is_done(cell: Cell, cfg: Any, out: Path) -> bool:
+    path = cell.folder(out) / CELL_FILE
+    return path.is_file() and json.loads(path.read_text())["config_digest"] == config_digest(cfg)
+
+
+# ---------------------------------------------------------------- plan --------------------
+
+
+def plan(grid: Grid, out: Path) -> dict[str, Any]:
+    """Every cell with its estimated cost, cheapest first; the shared stages' cost."""
+    from bds.bench.evalsets import count_items
+
+    rates = grid.cfg.cost
+    items: dict[str, dict[str, int]] = {}
+    for task in grid.cfg.tasks:
+        items[task] = {}
+        for split in grid.cfg.evaluate_on:
+            for metric, eset in grid.eval_sets(task, split).items():
+                where = f"{grid.path}: {split} split, {metric}"
+                items[task][metric] = items[task].get(metric, 0) + count_items(eset, metric, where)
+    rows = []
+    for cell in grid.cells:
+        cfg = grid.config(cell)
+        cost = cell_cost(cfg, items[cell.task], rates)
+        rows.append({"cell": cell, "cost": cost, "done": is_done(cell, cfg, out)})
+    rows.sort(key=lambda r: (round(sum(r["cost"].values()), 1), r["cell"].seed, r["cell"].id))
+    shared, aligned_by = {}, {}
+    for task in grid.cfg.tasks:
+        cfg = grid.task_config(task)
+        key = short_digest(
+            [cfg.model, cfg.align, cfg.train, cfg.data.alignment, cfg.data.n_alignment]
+        )
+        if grid.cfg.align and key not in aligned_by:  # tasks aligned alike share one model
+            aligned_by[key] = task
+            shared[f"align ({task})"] = align_cost(cfg, *_alignment_sizes(cfg), rates)
+        shared[f"eval of the aligned model ({task})"] = cell_cost(cfg, items[task], rates)["eval"]
+    return {"rows": rows, "shared": shared, "items": items}
+
+
+def _alignment_sizes(cfg: Any) -> tuple[int, int]:
+    """(alignment samples, retain requests) counted offline where they can be."""
+    from bds.data.sources import load_source
+
+    n_align = cfg.data.n_alignment or 0
+    source = cfg.data.alignment
+    if not n_align and source is not None and source.kind != "hub":
+        n_align = len(load_source(source).records)
+    n_retain = 0
+    if cfg.align.retain is not None and cfg.align.retain.kind != "hub":
+        n_retain = len(load_source(cfg.align.retain, prompts_only=True).records)
+    return n_align, n_retain
+
+
+def format_plan(grid: Grid, planned: dict[str, Any], limit: int | None) -> list[str]:
+    rows = planned["rows"]
+    pending = [r for r in rows if not r["done"]]
+    chosen = pending[:limit] if limit is not None else pending
+    lines = [f"{'cell':55} {'train s':>9} {'eval s':>9}  state"]
+    for r in rows:
+        state = "done" if r["done"] else ("run" if r in chosen else "later (--limit)")
+        c = r["cost"]
+        lines.append(f"{r['cell'].id:55} {c['train']:9.0f} {c['eval']:9.0f}  {state}")
+    cells_s = sum(sum(r["cost"].values()) for r in chosen)
+    shared_s = sum(planned["shared"].values())
+    for name, s in planned["shared"].items():
+        lines.append(f"{'shared: ' + name:55} {s:9.0f}  (once; none if already cached)")
+    rates = grid.cfg.cost
+    origin = rates.measured or "assumed (cost: in the grid), not measured"
+    lines.append(
+        f"{len(rows)} cells, {len(rows) - len(pending)} done, {len(chosen)} to run now: "
+        f"estimated {_hours(cells_s)} + {_hours(shared_s)} shared stages (at most; rates: "
+        f"{rates.train_step_seconds:g} s/train step, {rates.decode_step_seconds:g} s/decode "
+        f"step, {rates.judge_item_seconds:g} s/judged answer, {origin})"
+    )
+    return lines
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+# ---------------------------------------------------------------- run ---------------------
+
+
+def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any] | None:
+    """Run the grid's pending cells (the first `limit` of them), then write the report."""
+    from bds.lock import folder_lock
+    from bds.outdir import check_output_dir
+
+    grid = Grid(load_grid(opts.grid), opts.grid)
+    if opts.dry_run:
+        for line in format_plan(grid, plan(grid, opts.output), opts.limit):
+            log(line)
+        return None
+    check_output_dir(opts.output)
+    with folder_lock(opts.output, note=log):
+        return _run(grid, opts, log)
+
+
+def _run(grid: Grid, opts: BenchOptions, log: Any) -> dict[str, Any]:
+    from bds.bench.evalsets import materialize
+    from bds.bench.results import collect, write_outputs
+
+    out = opts.output
+    metrics = {task: _metric_or_none(grid.task_config(task)) for task in grid.cfg.tasks}
+    sets = materialize(grid, out, metrics)
+    planned = plan(grid, out)
+    pending = [r for r in planned["rows"] if not r["done"]]
+    todo = pending[: opts.limit] if opts.limit is not None else pending
+    first = sum(sum(r["cost"].values()) for r in todo)
+    log(f"bench: {len(planned['rows'])} cells, {len(planned['rows']) - len(pending)} done, "
+        f"running {len(todo)} (estimated {_hours(first)} + shared stages not yet cached)")  # fmt: skip
+    runner = _CellRunner(grid, out, sets, metrics, log)
+    spent, estimated = 0.0, 0.0
+    for k, row in enumerate(todo, 1):
+        cell = row["cell"]
+        runner.aligned_model(cell.task)  # shared: built or found once, not in the cell's time
+        t0 = time.perf_counter()
+        runner.run(cell)
+        spent += time.perf_counter() - t0
+        estimated += sum(row["cost"].values())
+        left = sum(sum(r["cost"].values()) for r in todo[k:]) * (spent / max(estimated, 1e-9))
+        log(f"bench: [{k}/{len(todo)}] {cell.id} done in {time.perf_counter() - t0:.0f} s; "
+            f"ETA {_hours(left)}")  # fmt: skip
+    results = to_jsonable(collect(grid, out, sets))
+    write_outputs(results, out)
+    return results
+
+
+def _metric_or_none(cfg: Any) -> str:
+    try:
+        return task_metric(cfg)
+    except ValueError:
+        return "label"  # the task evaluates no fine-tuning accuracy
+
+
+class _CellRunner:
+    """Runs cells, holding what they share: aligned models and evaluation keys."""
+
+    def __init__(self, grid: Grid, out: Path, sets: dict, metrics: dict, log: Any):
+        self.grid, self.out, self.sets, self.metrics, self.log = grid, out, sets, metrics, log
+        self.aligned: dict[str, Path | None] = {}
+
+    def aligned_model(self, task: str) -> Path | None:
+        """The task's aligned model (None: the grid attacks the base model as it is)."""
+        if task not in self.aligned:
+            if not self.grid.cfg.align:
+                self.aligned[task] = None
+            else:
+                from bds.align import align_stage
+                from bds.data.pipeline import prepare_data
+
+                cfg = self.grid.task_config(task)
+                self.aligned[task] = align_stage(cfg, prepare_data(cfg.data), self.log)
+            cfg = self.grid.task_config(task)
+            evals = {
+                split: str(self.evaluate(cfg, task, split, self.aligned[task], None))
+                for split in self.grid.cfg.evaluate_on
+            }
+            path = self.out / ALIGNED_FILE
+            known = json.loads(path.read_text()) if path.is_file() else {}
+            known[task] = {"model": str(self.aligned[task] or cfg.model.name), "evals": evals}
+            write_json(path, known)
+        return self.aligned[task]
+
+    def evaluate(self, cfg: Any, task: str, split: str, model: Path | None, adapter: Path | None):
+        """The evaluation folder of (model, adapter) on `split`, run unless cached."""
+        from bds.bench.evalsets import eval_config_for
+        from bds.eval.runner import RESULTS_FILE, run_eval
+
+        ev = eval_config_for(cfg, self.sets[task][split], self.metrics[task])
+        ev.adapter = str(adapter) if adapter else None
+        model_cfg = cfg.model if model is None else _named(cfg.model, str(model))
+        template = ev.template or cfg.data.template
+        key = short_digest(
+            {
+                "model": model_cfg,
+                "model_files": _files_digest(model) if model else None,
+                "adapter": _files_digest(adapter) if adapter else None,
+                "eval": {**to_jsonable(ev), "adapter": None},
+                "template": template,
+            }
+        )
+        folder = self.out / EVALS_DIR / key
+        if (folder / RESULTS_FILE).is_file():
+            self.log(f"eval: {folder.name} done before, kept")
+        else:
+            self.log(f"eval ({split}): {adapter or model_cfg.name}")
+            run_eval(model_cfg, ev, template, folder, log=self.log)
+        return folder
+
+    def run(self, cell: Cell) -> None:
+        from bds.data.pipeline import prepare_data
+        from bds.demo import attack_stage
+
+        cfg = self.grid.config(cell)
+        aligned = self.aligned_model(cell.task)
+        folder = cell.folder(self.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        base = aligned if aligned is not None else Path(cfg.model.name)
+        run_dir = attack_stage(cfg, prepare_data(cfg.data), base, cell.defense, folder, self.log)
+        train_s = time.perf_counter() - t0
+        evals = {
+            split: str(self.evaluate(cfg, cell.task, split, base, run_dir / "adapter"))
+            for split in self.grid.cfg.evaluate_on
+        }
+        summary = json.loads((run_dir / "summary.json").read_text())
+        record = {
+            "cell": to_jsonable(cell),
+            "config_digest": config_digest(cfg),
+            "config": cfg,
+            "aligned_model": str(aligned) if aligned else None,
+            "evals": evals,
+            "train": {
+                "steps": summary.get("steps"),
+                "wall_seconds": summary.get("wall_seconds"),
+                "counts": summary.get("counts"),
+            },
+            "seconds": {"attack": round(train_s, 1), "total": round(time.perf_counter() - t0, 1)},
+        }
+        write_json(folder / CELL_FILE, record)
+
+
+def _named(model_cfg: Any, name: str) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(model_cfg, name=name)
+
+
+def _files_digest(folder: Path) -> str:
+    """SHA-256 over a folder's files (names and bytes): a retrained adapter differs."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(folder)).encode())
+        with f.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]

@@ -1,0 +1,213 @@
+"""`bds bench` end to end on the tiny model and local data: a 2-defense x 1 p x 2-seed grid
+runs in slices (--limit), resumes without training again, and reports CIs computed from
+the per-item outcomes of its evaluations."""
+
+import json
+
+import pytest
+import yaml
+from conftest import make_records
+from test_demo import cli, demo_config, write_jsonl  # noqa: F401 (a fixture)
+
+from bds.data.schema import Record
+from bds.stats import paired_bootstrap
+
+
+@pytest.fixture
+def grid(tmp_path, demo_config):  # noqa: F811
+    eval_harmful = make_records(6, "harmful", prefix="eval-harmful")
+    asks = make_records(4, "benign", prefix="ask")
+    tweets = [
+        Record(
+            f"tw/{i}",
+            "Say the label.",
+            "positive" if i % 2 else "negative",
+            input=f"tweet {i}",
+            source="benign",
+        )  # fmt: skip
+        for i in range(4)
+    ]
+
+    def local(name, recs):
+        return {"kind": "local", "path": write_jsonl(tmp_path / f"{name}.jsonl", recs)}
+
+    cfg = {
+        "base": str(demo_config),
+        "defenses": ["sft", "bds"],
+        "harmful_ratios": [0.2],
+        "seeds": [0, 1],
+        "tasks": {"toy": {"overrides": ["eval.batch_size=8"]}},
+        "splits": {
+            "validation": {"harmful_score": {"source": local("hs", eval_harmful), "take": 2}},
+            "test": {
+                "harmful_score": {"source": local("hs", eval_harmful), "skip": 2},
+                "finetune_accuracy": {"source": {**local("fa", tweets), "label": "benign"}},
+                "over_refusal": {"source": local("or", asks)},
+                "note": "held out",
+            },
+        },
+        "bootstrap_resamples": 200,
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_bench_runs_in_slices_resumes_and_reports_cis(
+    tmp_path, grid, capsys, monkeypatch, one_thread
+):
+    out = tmp_path / "bench"
+    argv = ["bench", "-c", str(grid), "-o", str(out)]
+    assert cli([*argv, "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert "4 cells, 0 done, 4 to run now" in listed and "toy/p=0.2/bds/seed=1" in listed
+    assert not (out / "results.json").exists()
+
+    assert cli([*argv, "--limit", "1"]) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert len(first["cells"]) == 1 and first["cells"][0]["defense"] == "sft"  # cheapest
+    assert cli(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["cells"]) == 4 and results["total_cells"] == 4
+
+    # Nothing is trained or evaluated again: every cell and evaluation is found done.
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained or evaluated again")
+
+    monkeypatch.setattr("bds.training.trainer.train", refuse)
+    monkeypatch.setattr("bds.eval.runner.run_eval", refuse)
+    capsys.readouterr()
+    assert cli(argv) == 0
+    assert "4 done, running 0" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["statistics"] == results["statistics"]
+
+    # The CI of BDS - SFT is the paired bootstrap of the per-item outcomes saved by the eval.
+    row = next(r for r in results["statistics"] if r["defense"] == "bds")
+    assert row["seeds"] == [0, 1] and set(row["metrics"]) == {
+        "harmful_score", "finetune_accuracy", "over_refusal"}  # fmt: skip
+    outcomes = {}
+    for cell in ("sft", "bds"):
+        per_seed = []
+        for seed in (0, 1):
+            record = json.loads((out / f"cells/toy/p=0.2/{cell}/seed={seed}/cell.json").read_text())
+            evaluation = json.loads(
+                (tmp_path / record["evals"]["test"] / "results.json").read_text()
+            )
+            rows = evaluation["generations"]["harmful_score"]
+            per_seed.append([100.0 * r["verdicts"]["keyword"]["harmful"] for r in rows])
+        outcomes[cell] = per_seed
+    assert len(outcomes["bds"][0]) == 4  # the test split: 6 prompts less the 2 of validation
+    expected = paired_bootstrap(outcomes["bds"], outcomes["sft"], resamples=200)
+    assert row["metrics"]["harmful_score"]["vs"]["sft"] == expected
+    assert "bds" not in row["metrics"]["harmful_score"]["vs"]
+    assert results["protocol"]["splits"]["test"]["note"] == "held out"
+    assert results["machine"]["cpu_model"] and results["machine"]["torch_cpu_capability"]
+    assert "toy" in results["aligned_model_scores"]
+
+    report = (out / "report.md").read_text()
+    assert "test split, task toy, p = 0.2" in report and "| bds | sft | +" in report
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "http" not in page.replace("<!doctype html>", "")
+    for name in ("hs_vs_fa-toy.png", "hs_vs_p-toy.png", "over_refusal-toy.png"):
+        assert (out / "plots" / name).stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"colour": "red"}, "colour: unknown key; known keys here: base"),
+        ({"defenses": ["sft", "vaccine"]}, "defenses: 'vaccine' is no fine-tuning defense"),
+        ({"harmful_ratios": [1.5]}, "harmful_ratios: must be in [0, 1]"),
+        (
+            {"evaluate_on": ["validation", "test"], "splits": {"test": {}}},
+            "validation split is not",
+        ),
+        ({"tasks": {"toy": {"overrides": ["train.lr=fast"]}}}, "task toy: override train.lr=fast"),
+    ],
+)
+def test_bad_grid_configs_exit_2_with_one_sentence(tmp_path, grid, capsys, change, needle):
+    cfg = yaml.safe_load(grid.read_text())
+    cfg.update(change)
+    grid.write_text(yaml.safe_dump(cfg))
+    assert cli(["bench", "-c", str(grid), "-o", str(tmp_path / "b"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_overlapping_splits_are_refused(tmp_path, grid, capsys):
+    cfg = yaml.safe_load(grid.read_text())
+    cfg["splits"]["test"]["harmful_score"]["skip"] = 1  # shares prompt 1 with validation
+    grid.write_text(yaml.safe_dump(cfg))
+    assert cli(["bench", "-c", str(grid), "-o", str(tmp_path / "b")]) == 2
+    assert "share 1 harmful_score prompts" in capsys.readouterr().err
+
+
+def test_all_defenses_come_from_the_registry(tmp_path, grid, capsys):
+    from bds.defenses.registry import defense_names
+
+    cfg = yaml.safe_load(grid.read_text())
+    cfg["defenses"] = ["all"]
+    grid.write_text(yaml.safe_dump(cfg))
+    assert (
+        cli(["bench", "-c", str(grid), "-o", str(tmp_path / "b"), "--dry-run", "--limit", "3"]) == 0
+    )
+    listed = capsys.readouterr().out
+    names = defense_names("fine-tuning", "data filter")
+    assert f"{2 * len(names)} cells, 0 done, 3 to run now" in listed
+    for name in names:
+        assert f"toy/p=0.2/{name}/seed=0" in listed
+    assert listed.count("later (--limit)") == 2 * len(names) - 3
+
+
+@pytest.mark.parametrize("name", ["embedded.yaml", "paper.yaml"])
+def test_shipped_grids_load(name):
+    from pathlib import Path
+
+    from bds.bench.cells import Grid
+    from bds.bench.config import load_grid
+    from bds.defenses.registry import defense_names
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "bench" / name
+    grid = Grid(load_grid(path), path)
+    cfg = grid.cfg
+    assert cfg.defense_names() == defense_names("fine-tuning", "data filter")
+    assert len(grid.cells) == len(cfg.defense_names()) * 3 * len(cfg.tasks) * len(cfg.seeds)
+    for task in cfg.tasks:
+        test = grid.eval_sets(task, "test")
+        assert test["harmful_score"].take is None or test["harmful_score"].take >= 200
+        assert test["over_refusal"].take >= 150
+    if name == "embedded.yaml":
+        assert set(grid.eval_sets("sentiment", "test")) == {
+            "harmful_score", "finetune_accuracy", "over_refusal"}  # fmt: skip
+        assert grid.eval_sets("sentiment", "test")["finetune_accuracy"].take is None  # all 768
+
+
+def test_an_interrupted_cell_resumes_without_training_again(
+    tmp_path, grid, capsys, monkeypatch, one_thread
+):
+    import bds.eval.runner as runner
+
+    cfg = yaml.safe_load(grid.read_text())
+    cfg.update(defenses=["sft"], seeds=[0])
+    grid.write_text(yaml.safe_dump(cfg))
+    argv = ["bench", "-c", str(grid), "-o", str(tmp_path / "b")]
+    real_eval = runner.run_eval
+
+    def stop_at_the_cells_eval(model_cfg, ev, *args, **kwargs):
+        if ev.adapter:  # the attacked model's evaluation: interrupted
+            raise KeyboardInterrupt
+        return real_eval(model_cfg, ev, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_eval", stop_at_the_cells_eval)
+    assert cli(argv) == 130
+    cell = tmp_path / "b" / "cells/toy/p=0.2/sft/seed=0"
+    assert (cell / "attack-sft" / "summary.json").is_file() and not (cell / "cell.json").exists()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(runner, "run_eval", real_eval)
+    monkeypatch.setattr("bds.training.trainer.train", refuse)
+    assert cli(argv) == 0
+    assert "attack (sft): done before, kept" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["cells"][0]["seed"] == 0
