@@ -31,6 +31,7 @@ DEFENSES: dict[str, str] = {
     "ldifs": "bds.defenses.ldifs:LDIFSSettings:LDIFS",
     "oracle-filter": "bds.defenses.oracle_filter:OracleFilterSettings:OracleFilter",
     "safe-lora": "bds.defenses.safe_lora:SafeLoRASettings:SafeLoRA",
+    "antidote": "bds.defenses.antidote:AntidoteSettings:Antidote",
 }
 
 
