@@ -32,6 +32,7 @@ DEFENSES: dict[str, str] = {
     "oracle-filter": "bds.defenses.oracle_filter:OracleFilterSettings:OracleFilter",
     "safe-lora": "bds.defenses.safe_lora:SafeLoRASettings:SafeLoRA",
     "antidote": "bds.defenses.antidote:AntidoteSettings:Antidote",
+    "guard-filter": "bds.defenses.guard_filter:GuardFilterSettings:GuardFilter",
 }
 
 
