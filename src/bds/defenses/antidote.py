@@ -18,8 +18,9 @@ picks, i.e. the `lora` Linear layers; per-row stable sort, the lowest int(cols *
 the calibration forward runs the whole model in batches with padding left out of the norms
 instead of layer by layer on single samples (the same inputs reach every layer: nothing is
 pruned until all scores are in), and the calibration samples come from a harmful pool
-disjoint from the attack's samples and the evaluation prompts (bds/defenses/harmful_pool.py)
-where the official script draws both from BeaverTails' unsafe set.
+disjoint from the attack's samples and the evaluation prompts
+(bds/defenses/leftover_harmful.py) where the official script draws both from BeaverTails'
+unsafe set.
 
 Embedded default: the pool is pyrit-harmful minus D_ft's prompts (~420 samples, fewer
 than the official 2000: all are used, and the summary says how many). Cost: one forward
@@ -43,7 +44,7 @@ from bds.errors import BDSInputError, FieldError
 class AntidoteSettings(DefenseSettings):
     """dense_ratio: share of each adapter row pruned; samples: harmful calibration samples
     (at most; the pool may hold fewer); harmful: their source (null: data.harmful minus the
-    attack's samples, see harmful_pool.py)."""
+    attack's samples, see leftover_harmful.py)."""
 
     stages: ClassVar[tuple[Stage, ...]] = ("post-fine-tuning",)
     needs: ClassVar[frozenset[Data]] = frozenset({"user", "harmful"})
@@ -94,10 +95,10 @@ class Antidote(Defense):
     """SFT on the user data, then one-shot pruning of the adapter (after_training)."""
 
     def before_model(self) -> None:
-        from bds.defenses.harmful_pool import harmful_pool
+        from bds.defenses.leftover_harmful import leftover_harmful_pool
 
         # drawn before training, so a bad pool fails early (and the global RNG is untouched)
-        self.pool = harmful_pool(self.run, self.settings.harmful, "antidote")
+        self.pool = leftover_harmful_pool(self.run, self.settings.harmful, "antidote")
         n = min(self.settings.samples, len(self.pool.records))
         self.calibration = random.Random(self.run.tc.seed).sample(self.pool.records, n)
 

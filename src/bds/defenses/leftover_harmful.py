@@ -1,5 +1,6 @@
-"""The harmful pool a defense may read: harmful (prompt, answer) samples disjoint from the
-attack's samples and from the evaluation prompts (issue 15, fairness).
+"""A harmful pool for a fine-tuning-time or post-fine-tuning defense: harmful (prompt,
+answer) samples disjoint from the attack's samples and from the evaluation prompts (issue
+15, fairness), taken from what the run's harmful source leaves over.
 
 From a source the defense names, or else the run's own `data.harmful` source: every record
 of it, minus
@@ -35,7 +36,7 @@ class HarmfulPool:
         return {"source": self.source, "size": len(self.records), "notes": self.notes}
 
 
-def harmful_pool(run: Any, source_cfg: Any, defense: str) -> HarmfulPool:
+def leftover_harmful_pool(run: Any, source_cfg: Any, defense: str) -> HarmfulPool:
     """The pool for `defense` (its name, for messages) in training run `run` (its config,
     the data as given and D_ft after the defense's own data changes)."""
     from bds.data.sources import load_source
