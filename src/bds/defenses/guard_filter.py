@@ -9,10 +9,15 @@ guard the BDS authors' analysis script loads (as recorded in the project's basel
 any Llama Guard checkpoint or folder works, e.g. meta-llama/Llama-Guard-3-8B). The summary
 counts kept and dropped samples per source label (benign / harmful / unknown).
 
-No embedded (offline) guard: the only harmfulness labels shipped offline are PyRIT's human
-scores, and the attack's harmful samples (pyrit-harmful) are drawn from those very rows, so
-a guard trained on them would be scored on its own training data (the shipped
-refusal-classifier judge is trained on them too, bds/eval/judges/refusal_training.py).
+No embedded (offline) guard yet. The shipped refusal-classifier judge cannot serve: it is
+trained on PyRIT's human-scored answers (bds/eval/judges/refusal_training.py), the rows
+the attack's harmful samples (pyrit-harmful) are drawn from, so it would filter its own
+training data. A disjoint labelled set does ship offline: PyRIT's many-shot examples
+(jailbreak/many_shot_examples.json: 400 answers to harmful requests, about 280 judged
+harmful and 110 not harmful by an LLM), which the alignment-defense branch turns into the
+`manyshot-harmful` pool after removing every prompt near an attack or evaluation prompt;
+a guard trained on it (with benign negatives from a source the evaluation does not use)
+is the open follow-up.
 
 Cost: one guard pass (generation of up to 20 tokens) per user sample, before training.
 In a multi-process run every rank scores D_ft itself (same verdicts: greedy decoding).
