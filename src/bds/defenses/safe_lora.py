@@ -29,7 +29,8 @@ Where the two models come from: the aligned model is the one the user's job fine
 (`model.name`; its weights are the adapter's frozen base layers). The base (unaligned)
 model is `base_model`, or, when that is null, the `base` a bds-aligned model records in
 its bds_alignment.json (so `bds demo` needs no setting). Cost: loading the base model once
-and, per targeted matrix, one (out x out) product; seconds (measured in the summary).
+and, per targeted matrix, one (out x out) product: 9.2 s on the embedded default (90
+matrices, 10 projected) on the 2-core CPU shared with 3 other sessions (in the summary).
 """
 
 from __future__ import annotations
