@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from bds.defenses.registry import DefenseSettings, check_stage, default_settings
+from bds.defenses.registry import ATTACK_STAGES, DefenseSettings, check_stage, default_settings
 from bds.errors import ConfigError, FieldError
 from bds.eval.config import EvalConfig
 from bds.ranges import INT_LIMIT, out_of_range
@@ -194,7 +194,7 @@ class RunConfig:
 
     def validate(self) -> None:
         try:
-            check_stage(self.defense, "defense", ("fine-tuning", "data filter"))
+            check_stage(self.defense, "defense", ATTACK_STAGES)
         except FieldError as exc:
             raise FieldError(f"defense.{exc.key}", str(exc)) from None
         check_run = getattr(self.defense, "check_run", None)

@@ -28,10 +28,11 @@ from bds.io import write_json
 
 
 def attack_methods() -> list[str]:
-    """The defenses an attack stage can run (registered fine-tuning and data-filter ones)."""
-    from bds.defenses.registry import defense_names
+    """The defenses an attack stage can run (registered fine-tuning, data-filter and
+    post-fine-tuning ones)."""
+    from bds.defenses.registry import ATTACK_STAGES, defense_names
 
-    return defense_names("fine-tuning", "data filter")
+    return defense_names(*ATTACK_STAGES)
 
 
 @dataclass

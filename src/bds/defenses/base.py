@@ -10,7 +10,8 @@ and outputs; it asks the defense, in this order:
            after_backward (read gradients) -> [optimizer step] -> after_step (update the
            defense's own state) -> on_step_end (after the finite-value guard);
   state    state_dict / load_state_dict (tensors, numbers, strings: exact resume);
-  outputs  finish (its files and summary entries), summary (what it changed).
+  outputs  after_training (post-fine-tuning repair of the trained adapter, before it is
+           saved), finish (its files and summary entries), summary (what it changed).
 
 The defaults are supervised fine-tuning on the user batch (+ the alignment batch when the
 settings need one); a defense overrides only where its algorithm differs. Hooks import
@@ -120,6 +121,10 @@ class Defense:
         pass
 
     # ---------------------------------------------------------------- outputs -----------
+
+    def after_training(self, peft_model: Any) -> None:
+        """Repair the trained adapter ("default") in place after the last step, before it
+        is saved (main process only; a post-fine-tuning defense's whole work)."""
 
     def finish(self, output_dir: Path, summary: dict[str, Any]) -> None:
         """Write the defense's own files (main process) and add to the run's summary."""

@@ -17,6 +17,8 @@ from bds.errors import FieldError
 
 Stage = Literal["alignment", "fine-tuning", "post-fine-tuning", "data filter"]
 Data = Literal["user", "alignment", "harmful"]
+# where the user's job can be defended: before (filter), during, after (repair)
+ATTACK_STAGES: tuple[Stage, ...] = ("data filter", "fine-tuning", "post-fine-tuning")
 
 DEFENSES: dict[str, str] = {
     "sft": "bds.defenses.sft:SFTSettings:SFT",
@@ -28,6 +30,9 @@ DEFENSES: dict[str, str] = {
     "lisa": "bds.defenses.lisa:LisaSettings:Lisa",
     "ldifs": "bds.defenses.ldifs:LDIFSSettings:LDIFS",
     "oracle-filter": "bds.defenses.oracle_filter:OracleFilterSettings:OracleFilter",
+    "safe-lora": "bds.defenses.safe_lora:SafeLoRASettings:SafeLoRA",
+    "antidote": "bds.defenses.antidote:AntidoteSettings:Antidote",
+    "guard-filter": "bds.defenses.guard_filter:GuardFilterSettings:GuardFilter",
 }
 
 

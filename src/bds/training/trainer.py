@@ -437,6 +437,7 @@ class _Run:
         summary: dict[str, Any] = {}
         if acc.is_main_process:
             out = self.output_dir
+            self.defense.after_training(self.peft_model)  # post-fine-tuning repair, if any
             self.defense.finish(out, summary)  # checks its values first: no output of NaNs
             with atomic_directory(out / "adapter") as tmp:  # whole or absent
                 # the vocabulary is never resized here: no need for PEFT to look the base
