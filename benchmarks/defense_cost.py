@@ -32,6 +32,8 @@ from bds.io import to_jsonable
 from bds.models import load_model, load_tokenizer
 from bds.training import trainer as trainer_module
 
+NEEDS_HUB = {"guard-filter"}  # its guard (Llama Guard) downloads: run it with --defenses
+
 # settings that let a short run show a defense's whole step (its defaults otherwise)
 SHORT_RUN = {"lisa": {"alignment_steps": 4, "finetune_steps": 4, "proximal_after": 0.0}}
 
@@ -93,7 +95,9 @@ def main() -> None:
     tokenizer = load_tokenizer(base.model)
     data = prepare_data(base.data)
     names = (
-        args.defenses.split(",") if args.defenses else defense_names("fine-tuning", "data filter")
+        args.defenses.split(",")
+        if args.defenses
+        else [n for n in defense_names("fine-tuning", "data filter") if n not in NEEDS_HUB]
     )
     protocol = {
         "config": args.config,
