@@ -94,3 +94,21 @@ def adapter_weights(folder):
     from safetensors.torch import load_file
 
     return load_file(folder / "adapter_model.safetensors")
+
+
+def align_tiny(out, settings: dict, data=None, **train_kw):
+    """train_tiny with an alignment-stage defense, as bds/align.py runs it (the run's
+    `defense` is the alignment one; RunConfig alone would refuse it as a fine-tuning one)."""
+    import json
+
+    from bds.defenses.registry import DefenseSettings
+    from bds.training.trainer import train
+
+    model, tok = make_model_and_tokenizer()
+    cfg = make_config("sft", **train_kw)
+    cfg.defense = from_dict(DefenseSettings, settings)
+    data = data or make_data()
+    result = train(cfg, out, model=model, tokenizer=tok, data=data, progress=False)
+    log_file = out / "train_log.jsonl"
+    log = [json.loads(x) for x in log_file.read_text().splitlines()] if log_file.exists() else []
+    return result, log

@@ -28,6 +28,7 @@ DEFENSES: dict[str, str] = {
     "lisa": "bds.defenses.lisa:LisaSettings:Lisa",
     "ldifs": "bds.defenses.ldifs:LDIFSSettings:LDIFS",
     "oracle-filter": "bds.defenses.oracle_filter:OracleFilterSettings:OracleFilter",
+    "vaccine": "bds.defenses.vaccine:VaccineSettings:Vaccine",
 }
 
 
