@@ -67,9 +67,7 @@ class Vaccine(Defense):
     """The base step's loss, computed under the worst-case hidden-state perturbation."""
 
     def after_model(self) -> None:
-        modules = [
-            m for n, m in self.run.peft_model.named_modules() if ATTENTION_NAME.search(n)
-        ]
+        modules = [m for n, m in self.run.peft_model.named_modules() if ATTENTION_NAME.search(n)]
         if not modules:
             raise BDSInputError(
                 "defense vaccine perturbs each block's attention output, but the model has no "
@@ -111,7 +109,9 @@ class Vaccine(Defense):
             clean, _ = self._loss(step, batch, "capture")
             outputs = [self.captured[m] for m in self.modules]
             grads = torch.autograd.grad(clean, outputs, allow_unused=True)
-        grads = [torch.zeros_like(o) if g is None else g for o, g in zip(outputs, grads)]
+        grads = [
+            torch.zeros_like(o) if g is None else g for o, g in zip(outputs, grads, strict=True)
+        ]
         eps = perturbations([g.detach() for g in grads], self.settings.rho)
         self.eps = dict(zip(self.modules, eps, strict=True))
         self.captured = {}
