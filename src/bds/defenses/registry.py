@@ -29,6 +29,7 @@ DEFENSES: dict[str, str] = {
     "ldifs": "bds.defenses.ldifs:LDIFSSettings:LDIFS",
     "oracle-filter": "bds.defenses.oracle_filter:OracleFilterSettings:OracleFilter",
     "vaccine": "bds.defenses.vaccine:VaccineSettings:Vaccine",
+    "booster": "bds.defenses.booster:BoosterSettings:Booster",
 }
 
 
