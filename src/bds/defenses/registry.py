@@ -30,6 +30,7 @@ DEFENSES: dict[str, str] = {
     "oracle-filter": "bds.defenses.oracle_filter:OracleFilterSettings:OracleFilter",
     "vaccine": "bds.defenses.vaccine:VaccineSettings:Vaccine",
     "booster": "bds.defenses.booster:BoosterSettings:Booster",
+    "repnoise": "bds.defenses.repnoise:RepNoiseSettings:RepNoise",
 }
 
 
