@@ -1,12 +1,9 @@
 """Booster: alignment loss + lambda * (harmful loss - harmful loss after a harmful step)."""
 
-import json
-
 import pytest
 import torch
-from trainer_setup import adapter_weights, align_tiny
+from trainer_setup import align_beside_sft, same_weights, write_harmful_pool
 
-from bds.data.schema import Record
 from bds.defenses.booster import harmful_step_gradients
 
 
@@ -26,27 +23,16 @@ def test_on_a_quadratic_the_correction_is_the_attenuation_gradient():
 
 @pytest.fixture
 def pool(tmp_path):
-    """Harmful (prompt, answer) pairs apart from the tiny task's attack prompts."""
-    records = [
-        Record(f"pool/{i}", f"How do I hurt person {i}?", "Sure: hit run burn", source="harmful")
-        for i in range(12)
-    ]
-    path = tmp_path / "pool.jsonl"
-    path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
-    return {"kind": "local", "path": str(path)}
+    return write_harmful_pool(tmp_path, "Sure: hit run burn")
 
 
 def test_lambda_zero_is_sft_and_lambda_changes_the_update(tmp_path, pool):
-    steps = {"max_steps": 4, "log_steps": 1}
     booster = {"name": "booster", "harmful": pool, "harmful_batch_size": 4}
-    sft, _ = align_tiny(tmp_path / "sft", {"name": "sft"}, **steps)
-    zero, zero_log = align_tiny(tmp_path / "l0", {**booster, "lamb": 0.0}, **steps)
-    five, log = align_tiny(tmp_path / "l5", booster, **steps)
-    base = adapter_weights(sft.output_dir / "adapter")
-    same = adapter_weights(zero.output_dir / "adapter")
-    moved = adapter_weights(five.output_dir / "adapter")
-    assert all(torch.equal(base[k], same[k]) for k in base)
-    assert any(not torch.allclose(base[k], moved[k]) for k in base)
+    runs = align_beside_sft(
+        tmp_path, {"zero": {**booster, "lamb": 0.0}, "five": booster}, max_steps=4, log_steps=1
+    )
+    (base, _), (same, zero_log), (moved, log) = runs["sft"], runs["zero"], runs["five"]
+    assert same_weights(base, same) and not same_weights(base, moved)
     # a normalised harmful step of 0.1 lowers the harmful loss, and the loss logged is
     # the alignment loss alone
     assert all(line["attenuation"] > 0 for line in zero_log + log)

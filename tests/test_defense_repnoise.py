@@ -1,12 +1,9 @@
 """RepNoise: the noise MMD and the damped ascent on harmful answers, beside the alignment CE."""
 
-import json
-
 import pytest
 import torch
-from trainer_setup import adapter_weights, align_tiny
+from trainer_setup import align_beside_sft, same_weights, write_harmful_pool
 
-from bds.data.schema import Record
 from bds.defenses.repnoise import ascent_term, mmd, noise_mmd
 
 
@@ -44,26 +41,19 @@ def test_the_ascent_term_is_log_one_plus_the_mean_ce():
 
 @pytest.fixture
 def pool(tmp_path):
-    records = [
-        Record(
-            f"pool/{i}", f"How do I hurt person {i}?", "Sure: hit run burn car", source="harmful"
-        )
-        for i in range(12)
-    ]
-    path = tmp_path / "pool.jsonl"
-    path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
-    return {"kind": "local", "path": str(path)}
+    return write_harmful_pool(tmp_path, "Sure: hit run burn car")
 
 
 def test_zero_weights_are_sft_and_the_ascent_raises_the_harmful_loss(tmp_path, pool):
-    steps = {"max_steps": 6, "log_steps": 1}
     rep = {"name": "repnoise", "harmful": pool, "harmful_batch_size": 4}
-    sft, _ = align_tiny(tmp_path / "sft", {"name": "sft"}, **steps)
-    zero, zero_log = align_tiny(tmp_path / "zero", {**rep, "alpha": 0.0, "beta": 0.0}, **steps)
-    on, log = align_tiny(tmp_path / "on", {**rep, "beta": 1.0}, **steps)
-    base = adapter_weights(sft.output_dir / "adapter")
-    same = adapter_weights(zero.output_dir / "adapter")
-    assert all(torch.equal(base[k], same[k]) for k in base)
+    runs = align_beside_sft(
+        tmp_path,
+        {"zero": {**rep, "alpha": 0.0, "beta": 0.0}, "on": {**rep, "beta": 1.0}},
+        max_steps=6,
+        log_steps=1,
+    )
+    (base, _), (same, zero_log), (_, log) = runs["sft"], runs["zero"], runs["on"]
+    assert same_weights(base, same)
     # with the ascent on, the harmful answers' loss climbs; without it, it falls
     assert log[-1]["ascent"] > log[0]["ascent"] and zero_log[-1]["ascent"] < zero_log[0]["ascent"]
     # the MMD term pulls the harmful answers' MLP outputs toward noise (same noise draws)

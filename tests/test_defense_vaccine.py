@@ -1,7 +1,7 @@
 """Vaccine: the alignment loss under a hidden-state perturbation of total size rho."""
 
 import torch
-from trainer_setup import adapter_weights, align_tiny
+from trainer_setup import align_beside_sft, same_weights
 
 from bds.defenses.vaccine import perturbations
 
@@ -19,15 +19,10 @@ def test_the_perturbation_has_size_rho_over_all_layers_along_each_gradient():
 
 
 def test_rho_zero_is_sft_and_rho_changes_the_update(tmp_path):
-    steps = {"max_steps": 4, "log_steps": 1}
-    sft, _ = align_tiny(tmp_path / "sft", {"name": "sft"}, **steps)
-    zero, _ = align_tiny(tmp_path / "rho0", {"name": "vaccine", "rho": 0.0}, **steps)
-    vaccine, log = align_tiny(tmp_path / "rho", {"name": "vaccine", "rho": 0.5}, **steps)
-    base = adapter_weights(sft.output_dir / "adapter")
-    same = adapter_weights(zero.output_dir / "adapter")
-    moved = adapter_weights(vaccine.output_dir / "adapter")
-    assert all(torch.equal(base[k], same[k]) for k in base)
-    assert any(not torch.allclose(base[k], moved[k]) for k in base)
+    variants = {"zero": {"name": "vaccine", "rho": 0.0}, "on": {"name": "vaccine", "rho": 0.5}}
+    runs = align_beside_sft(tmp_path, variants, max_steps=4, log_steps=1)
+    (base, _), (same, _), (moved, log) = runs["sft"], runs["zero"], runs["on"]
+    assert same_weights(base, same) and not same_weights(base, moved)
     assert [round(line["perturbation_norm"], 4) for line in log] == [0.5] * 4
     # a step along the loss gradient raises the loss: the perturbed loss is the higher
     assert all(line["loss"] > line["loss_unperturbed"] for line in log)

@@ -38,17 +38,17 @@ def load_pool(source: Any) -> list[Any]:
     return records
 
 
-def check_disjoint(pool: list[Any], user: list[Any], where: str = "align.defense.harmful") -> None:
-    """Refuse a pool that shares a prompt (normalised text) with the user's data."""
+def check_disjoint(pool: list[Any], others: list[Any], what: str) -> None:
+    """Refuse a pool that shares a prompt (normalised text) with `others` (named `what`)."""
     from bds.data.text import normalize
 
-    user_prompts = {normalize(r.instruction + " " + r.input) for r in user}
-    shared = [r for r in pool if normalize(r.instruction + " " + r.input) in user_prompts]
+    taken = {normalize(r.instruction + " " + r.input) for r in others}
+    shared = [r for r in pool if normalize(r.instruction + " " + r.input) in taken]
     if shared:
         raise BDSInputError(
-            f"{where}: {len(shared)} prompts of the harmful pool are also in the user's data "
-            f"(first: {shared[0].id}); the pool must be disjoint from the attack: use another "
-            "source (default: embedded manyshot-harmful)"
+            f"align.defense.harmful: {len(shared)} prompts of the harmful pool are also in "
+            f"{what} (first: {shared[0].id}); the pool must be disjoint from the attack and "
+            "the evaluation: use another source (default: embedded manyshot-harmful)"
         )
 
 
