@@ -60,6 +60,24 @@ def timed_run(cfg, data, tokenizer, steps: int) -> tuple[list[float], dict]:
     return times, result.summary
 
 
+def with_ratios(rows: list[dict]) -> list[dict]:
+    """Each row with its step time and whole-run time over SFT's (when SFT is measured)."""
+    sft = next((r for r in rows if r["defense"] == "sft"), None)
+    if sft is None:
+        return rows
+    out = []
+    for row in rows:
+        run = row["mean_step_seconds"] * row["steps_per_run"]
+        out.append(
+            {
+                **row,
+                "step_vs_sft": round(row["mean_step_seconds"] / sft["mean_step_seconds"], 3),
+                "run_vs_sft": round(run / (sft["mean_step_seconds"] * sft["steps_per_run"]), 3),
+            }
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -77,6 +95,20 @@ def main() -> None:
     names = (
         args.defenses.split(",") if args.defenses else defense_names("fine-tuning", "data filter")
     )
+    protocol = {
+        "config": args.config,
+        "model": base.model.name,
+        "n": len(data.finetune),
+        "alignment": len(data.alignment),
+        "batch_size": base.train.batch_size,
+        "alignment_batch_size": base.train.alignment_batch_size,
+        "max_length": base.data.max_length,
+        "mixed_precision": base.train.mixed_precision,
+        "warmup_steps": args.warmup,
+        "timed_steps": args.steps,
+        "short_run_settings": SHORT_RUN,
+        "note": "run_vs_sft = mean step x steps of a whole run (config epochs), vs SFT's",
+    }
     rows = []
     for name in names:
         cfg = copy.deepcopy(base)
@@ -100,27 +132,7 @@ def main() -> None:
             }
         )
         print(json.dumps(to_jsonable(rows[-1])), flush=True)
-    sft = next((r for r in rows if r["defense"] == "sft"), None)
-    for row in rows:
-        if sft is not None:
-            row["step_vs_sft"] = round(row["mean_step_seconds"] / sft["mean_step_seconds"], 3)
-            run = row["mean_step_seconds"] * row["steps_per_run"]
-            row["run_vs_sft"] = round(run / (sft["mean_step_seconds"] * sft["steps_per_run"]), 3)
-    protocol = {
-        "config": args.config,
-        "model": base.model.name,
-        "n": len(data.finetune),
-        "alignment": len(data.alignment),
-        "batch_size": base.train.batch_size,
-        "alignment_batch_size": base.train.alignment_batch_size,
-        "max_length": base.data.max_length,
-        "mixed_precision": base.train.mixed_precision,
-        "warmup_steps": args.warmup,
-        "timed_steps": args.steps,
-        "short_run_settings": SHORT_RUN,
-        "note": "run_vs_sft = mean step x steps of a whole run (config epochs), vs SFT's",
-    }
-    write_rows(Path(args.output), "defense_cost", rows, protocol)
+        write_rows(Path(args.output), "defense_cost", with_ratios(rows), protocol)  # so far
     print(f"wrote {args.output}")
 
 

@@ -1,1 +1,1 @@
-"""Defended fine-tuning: the BDS step, its modes, and the outputs of a run."""
+"""Defended fine-tuning: the trainer (a loop over a defense's hooks) and the outputs of a run."""
