@@ -32,8 +32,12 @@ from bds.defenses.registry import default_settings, defense_names
 from bds.io import to_jsonable
 from bds.models import load_tokenizer
 
-# extra rows: (label, defense, settings changed from its defaults)
-VARIANTS = [("repnoise-cpu", "repnoise", {"layer_stride": 4, "harmful_batch_size": 2})]
+# extra rows: (label, defense, settings changed from its defaults). booster-equal-batch: a
+# harmful batch as large as the demo's alignment batch (4), as in the official run (10 and 10)
+VARIANTS = [
+    ("booster-equal-batch", "booster", {"harmful_batch_size": 4}),
+    ("repnoise-cpu", "repnoise", {"layer_stride": 4, "harmful_batch_size": 2}),
+]
 
 
 def main() -> None:
