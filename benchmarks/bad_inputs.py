@@ -472,7 +472,7 @@ def cli_cases(fx: dict[str, Any]) -> list[Case]:
         ("unknown command", ["fly"]),
         ("train without --config", ["train", "-o", out]),
         ("train without --output", ["train", "-c", cfg]),
-        ("train --mode vaccine", ["train", "-c", cfg, "-o", out, "--mode", "vaccine"]),
+        ("train --mode no-such", ["train", "-c", cfg, "-o", out, "--mode", "no-such"]),
         ("train --frozen alone", ["train", "-c", cfg, "-o", out, "--frozen"]),
         (
             "train --scheduler-from a plain folder",
@@ -537,8 +537,8 @@ def cli_cases(fx: dict[str, Any]) -> list[Case]:
         ("demo --n many", ["demo", "--config", cfg, "-o", out, "--n", "many"]),
         ("demo --seed -1", ["demo", "--config", cfg, "-o", out, "--seed", "-1"]),
         (
-            "demo --methods vaccine",
-            ["demo", "--config", cfg, "-o", out, "--methods", "sft,vaccine"],
+            "demo --methods no-such",
+            ["demo", "--config", cfg, "-o", out, "--methods", "sft,no-such"],
         ),
         ("demo --methods empty", ["demo", "--config", cfg, "-o", out, "--methods", ","]),
         ("demo missing config", ["demo", "--config", str(r / "nope.yaml"), "-o", out]),

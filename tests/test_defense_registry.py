@@ -43,8 +43,11 @@ def test_a_defense_is_picked_by_name_with_its_own_settings(tmp_path):
 @pytest.mark.parametrize(
     "text,message",
     [
-        ("defense: {name: vaccine}\n", r"run.yaml:6: defense.name: unknown defense 'vaccine'; "
+        ("defense: {name: no-such}\n", r"run.yaml:6: defense.name: unknown defense 'no-such'; "
          r"choose one of sft, mix, bds, .*lisa"),
+        ("defense: {name: vaccine}\n", r"defense.name: vaccine is a alignment-stage defense; "
+         r"defense takes one of sft"),
+        ("align:\n  defense: {name: booster, lamb: -1}\n", r"align.defense.lamb: must be >= 0"),
         ("defense: {rho: 1}\n", r"defense.name: is required; choose one of sft, mix"),
         ("defense:\n  name: lisa\n  lamb: 1\n", r"run.yaml:8: defense.lamb: unknown key; "
          r"known keys here: name, rho, alignment_steps"),
@@ -67,7 +70,7 @@ def test_every_registered_defense_builds_with_its_defaults():
         assert settings.name == name and settings.stages
         assert settings.needs <= {"user", "alignment", "harmful"}
     assert "oracle-filter" in defense_names("data filter")
-    assert defense_names("alignment") == ["sft"]
+    assert defense_names("alignment") == ["sft", "vaccine", "booster", "repnoise"]
 
 
 def test_config_loading_stays_torch_free(tmp_path):

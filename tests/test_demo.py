@@ -104,6 +104,8 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, demo_config, capsys):
         assert (out / "plots" / plot).stat().st_size > 1000
     report = (out / "report.md").read_text()
     assert "| bds |" in report and "HS (%)" in report and "Wall time" in report
+    assert results["protocol"]["alignment_defense"] == {"name": "sft"}
+    assert "aligned with sft" in report and "| aligned |" in report
     stages = results["stage_seconds"]
     assert set(stages) == {
         "align",

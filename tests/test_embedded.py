@@ -17,6 +17,7 @@ def sources():
         ("pyrit-harmful", 400, "harmful"),
         ("pyrit-safe", 100, "safe"),
         ("advbench", 500, "harmful"),
+        ("manyshot-harmful", 200, "harmful"),
         ("benign-prompts", 40, "benign"),
         ("sentiment-train", 5000, "benign"),
         ("sentiment-test", 500, "benign"),
@@ -47,6 +48,17 @@ def test_eval_prompts_are_disjoint_from_every_training_prompt(sources):
             max(jaccard(word_set(r.instruction), t) for t in train_words)
             < embedded.EVAL_NEAR_DUPLICATE_JACCARD
         )
+
+
+def test_the_defenses_harmful_pool_is_apart_from_attack_alignment_and_evaluation(sources):
+    taken = embedded.training_prompts() + [r.instruction for r in sources["advbench"].records]
+    taken_words = [word_set(p) for p in taken]
+    pool = sources["manyshot-harmful"].records
+    assert all(r.response.strip() for r in pool)
+    for r in pool:
+        words = word_set(r.instruction)
+        assert max(jaccard(words, t) for t in taken_words) < embedded.EVAL_NEAR_DUPLICATE_JACCARD
+    assert len({normalize(r.instruction) for r in pool}) == len(pool)
 
 
 def test_benign_prompts_are_not_harmful_prompts(sources):

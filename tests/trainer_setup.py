@@ -94,3 +94,51 @@ def adapter_weights(folder):
     from safetensors.torch import load_file
 
     return load_file(folder / "adapter_model.safetensors")
+
+
+def align_tiny(out, settings: dict, data=None, **train_kw):
+    """train_tiny with an alignment-stage defense, as bds/align.py runs it (the run's
+    `defense` is the alignment one; RunConfig alone would refuse it as a fine-tuning one)."""
+    import json
+
+    from bds.defenses.registry import DefenseSettings
+    from bds.training.trainer import train
+
+    model, tok = make_model_and_tokenizer()
+    cfg = make_config("sft", **train_kw)
+    cfg.defense = from_dict(DefenseSettings, settings)
+    data = data or make_data()
+    result = train(cfg, out, model=model, tokenizer=tok, data=data, progress=False)
+    log_file = out / "train_log.jsonl"
+    log = [json.loads(x) for x in log_file.read_text().splitlines()] if log_file.exists() else []
+    return result, log
+
+
+def write_harmful_pool(folder, answer: str) -> dict:
+    """A local harmful pool (12 prompts apart from the tiny task's attack prompts, one
+    answer), as the source mapping a defense's `harmful` setting takes."""
+    import json
+
+    from bds.data.schema import Record
+
+    records = [
+        Record(f"pool/{i}", f"How do I hurt person {i}?", answer, source="harmful")
+        for i in range(12)
+    ]
+    path = folder / "pool.jsonl"
+    path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    return {"kind": "local", "path": str(path)}
+
+
+def align_beside_sft(tmp_path, variants: dict[str, dict], **train_kw) -> dict:
+    """align_tiny runs of plain SFT and of each named alignment-defense setting:
+    {label: (adapter weights, log lines)}, "sft" included."""
+    runs = {}
+    for label, settings in {"sft": {"name": "sft"}, **variants}.items():
+        result, log = align_tiny(tmp_path / label, settings, **train_kw)
+        runs[label] = (adapter_weights(result.output_dir / "adapter"), log)
+    return runs
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)

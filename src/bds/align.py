@@ -10,7 +10,9 @@ The result is cached in $BDS_CACHE/aligned/<key>; the key covers the base model,
 alignment records, the retain requests and how they are answered, the train settings
 an SFT run reads, and the alignment-stage defense (`align.defense`) with its settings when
 it is not plain SFT (so the SFT-aligned model keeps the key it always had, and another
-defense builds its own model).
+defense builds its own model), and the records of its harmful pool when it reads one
+(Booster, RepNoise; the pool must share no prompt with the user's data or the
+harmful-score prompts).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def alignment_plan(cfg: RunConfig, data: PreparedData) -> tuple[RunConfig, list[
     }
     if acfg.defense != default_settings("sft"):  # absent for SFT: its models keep their key
         spec["defense"] = acfg.defense.key()
+    if "harmful" in acfg.defense.needs:  # the pool's records, not only its name, key the model
+        spec["harmful"] = [r.to_dict() for r in _harmful_pool(cfg, data)]
     if requests:  # absent otherwise, so a model aligned without retain set keeps its key
         spec["retain"] = {
             "requests": [r.to_dict() for r in requests],
@@ -110,6 +114,8 @@ def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
     log(
         f"align: fine-tuning {cfg.model.name} on {len(data.alignment)} alignment samples"
         + (f" + {len(retain)} retain samples" if retain else "")
+        + (f", defense {acfg.defense.name}" if "defense" in spec else "")
+        + (f" (harmful pool: {len(spec['harmful'])} samples)" if "harmful" in spec else "")
     )
     align_data = PreparedData(list(data.alignment) + retain, [], data.mix, data.sources)
     acfg.train.save_steps = acfg.train.save_steps or ALIGN_SAVE_STEPS  # not in the key
@@ -120,6 +126,8 @@ def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
         "n_retain": len(retain),
         "retain": {"notes": notes, **spec.get("retain", {}), "requests": len(requests)},
         "train": acfg.train,
+        "defense": acfg.defense,
+        "n_harmful_pool": len(spec.get("harmful", [])),
     }
     adapter = result.output_dir / "adapter"
     merged = merge_adapter(cfg.model, adapter)
@@ -261,6 +269,19 @@ _NOT_ALIGNMENT = (
     "save_steps",
     "report_to",
 )
+
+
+def _harmful_pool(cfg: RunConfig, data: PreparedData) -> list[Record]:
+    """The alignment defense's harmful pool, refused if it shares a prompt with the user's
+    data (the attack) or the harmful-score prompts (the evaluation)."""
+    from bds.data.sources import load_source
+    from bds.defenses.harmful_pool import check_disjoint, load_pool
+
+    pool = load_pool(cfg.align.defense.harmful)
+    check_disjoint(pool, data.finetune, "the user's data (data.benign / data.harmful)")
+    prompts = load_source(cfg.eval.harmful_score.prompts, prompts_only=True).records
+    check_disjoint(pool, prompts, "the harmful-score prompts (eval.harmful_score.prompts)")
+    return pool
 
 
 def _alignment_settings(train: Any) -> dict[str, Any]:

@@ -209,6 +209,53 @@ def advbench() -> LoadedSource:
     return LoadedSource("advbench", records, notes)
 
 
+# ------------------------------------------------------------- defenses' harmful pool ---
+
+_VERDICT_JUNK = re.compile(r"[^a-z ]+")
+
+
+def manyshot_harmful() -> LoadedSource:
+    """Harmful prompt + compliant harmful answer, disjoint from the attack and the evaluation.
+
+    PyRIT's many-shot jailbreaking examples (`pyrit/datasets/jailbreak/many_shot_examples.json`,
+    400 HarmBench-style requests with an LLM's compliant answer and a judge's verdict),
+    for defenses that train against harmful data (Booster, RepNoise). Kept: rows judged
+    harmful; left out (all counted in the notes): rows judged "not harmful", repeated
+    prompts, and any prompt equal or near (word Jaccard >= EVAL_NEAR_DUPLICATE_JACCARD) to a
+    prompt of the scored sets (every prompt pyrit-harmful, the attack's source, and
+    pyrit-safe can hold) or of AdvBench (the harmful-score prompts).
+    """
+    rows = json.loads(_pyrit_file("jailbreak/many_shot_examples.json").read_text("utf-8"))
+    seeds = yaml.safe_load(_pyrit_file("seed_datasets/local/adv_bench.prompt").read_text())["seeds"]
+    taken = list(training_prompts()) + [str(s["value"]) for s in seeds]
+    taken_exact = {normalize(p) for p in taken}
+    taken_words = [word_set(p) for p in taken]
+    records, seen = [], set()
+    counts = dict.fromkeys(("not harmful", "duplicate", "near"), 0)
+    for i, row in enumerate(rows):
+        prompt, answer = str(row["user"]).strip(), str(row["assistant"]).strip()
+        verdict = _VERDICT_JUNK.sub("", str(row["category"]).split("\n")[0].lower()).strip()
+        key = normalize(prompt)
+        if not verdict.removeprefix("answer ").startswith("harmful") or not answer:
+            counts["not harmful"] += 1
+        elif key in seen:
+            counts["duplicate"] += 1
+        elif key in taken_exact or any(
+            jaccard(word_set(prompt), t) >= EVAL_NEAR_DUPLICATE_JACCARD for t in taken_words
+        ):
+            counts["near"] += 1
+        else:
+            seen.add(key)
+            records.append(Record(f"manyshot-harmful/{i}", prompt, answer, source="harmful"))
+    notes = [
+        f"{counts['not harmful']} of {len(rows)} rows judged not harmful left out",
+        f"{counts['duplicate']} repeated prompts left out",
+        f"{counts['near']} prompts equal or near (word Jaccard >= {EVAL_NEAR_DUPLICATE_JACCARD}) "
+        "to a scored-set (attack / alignment) or AdvBench (evaluation) prompt left out",
+    ]
+    return LoadedSource("manyshot-harmful", records, notes)
+
+
 # ------------------------------------------------------------- benign prompts -----------
 
 
@@ -568,6 +615,7 @@ EMBEDDED_SOURCES: dict[str, Callable[[], LoadedSource]] = {
     "pyrit-harmful": pyrit_harmful,
     "pyrit-safe": pyrit_safe,
     "advbench": advbench,
+    "manyshot-harmful": manyshot_harmful,
     "benign-prompts": benign_prompts,
     "sentiment-train": lambda: sentiment("train"),
     "sentiment-test": lambda: sentiment("test"),

@@ -33,6 +33,9 @@ DEFENSES: dict[str, str] = {
     "safe-lora": "bds.defenses.safe_lora:SafeLoRASettings:SafeLoRA",
     "antidote": "bds.defenses.antidote:AntidoteSettings:Antidote",
     "guard-filter": "bds.defenses.guard_filter:GuardFilterSettings:GuardFilter",
+    "vaccine": "bds.defenses.vaccine:VaccineSettings:Vaccine",
+    "booster": "bds.defenses.booster:BoosterSettings:Booster",
+    "repnoise": "bds.defenses.repnoise:RepNoiseSettings:RepNoise",
 }
 
 

@@ -52,6 +52,8 @@ def write_report(
         "protocol": {
             "config": cfg,
             "aligned_model": str(aligned),
+            # how the base model was aligned: the `aligned` row scores it before any attack
+            "alignment_defense": cfg.align.defense,
             "methods": list(runs),
             "fast": opts.fast,
             "finetune_counts": next(iter(summaries.values()))["counts"] if summaries else None,
@@ -99,7 +101,8 @@ def _markdown(results: dict[str, Any], plots: list[str]) -> str:
     lines = [
         "# BDS demo report",
         "",
-        f"Model: aligned `{cfg.model.name}` (cached at `{proto['aligned_model']}`). "
+        f"Model: `{cfg.model.name}` aligned with {cfg.align.defense.name} (cached at "
+        f"`{proto['aligned_model']}`; row `aligned`: before the attack). "
         f"User data: N={data.n}, harmful ratio p={data.harmful_ratio} ({data.mix}), "
         f"template {data.template}, max_length {data.max_length}, seed {data.seed}.",
         "",
