@@ -143,7 +143,7 @@ def test_overlapping_splits_are_refused(tmp_path, grid, capsys):
 
 
 def test_all_defenses_come_from_the_registry(tmp_path, grid, capsys):
-    from bds.defenses.registry import defense_names
+    from bds.demo import attack_methods
 
     cfg = yaml.safe_load(grid.read_text())
     cfg["defenses"] = ["all"]
@@ -152,7 +152,7 @@ def test_all_defenses_come_from_the_registry(tmp_path, grid, capsys):
         cli(["bench", "-c", str(grid), "-o", str(tmp_path / "b"), "--dry-run", "--limit", "3"]) == 0
     )
     listed = capsys.readouterr().out
-    names = defense_names("fine-tuning", "data filter")
+    names = attack_methods()
     assert f"{2 * len(names)} cells, 0 done, 3 to run now" in listed
     for name in names:
         assert f"toy/p=0.2/{name}/seed=0" in listed
@@ -165,12 +165,12 @@ def test_shipped_grids_load(name):
 
     from bds.bench.cells import Grid
     from bds.bench.config import load_grid
-    from bds.defenses.registry import defense_names
+    from bds.demo import attack_methods
 
     path = Path(__file__).resolve().parent.parent / "configs" / "bench" / name
     grid = Grid(load_grid(path), path)
     cfg = grid.cfg
-    assert cfg.defense_names() == defense_names("fine-tuning", "data filter")
+    assert cfg.defense_names() == attack_methods()
     assert len(grid.cells) == len(cfg.defense_names()) * 3 * len(cfg.tasks) * len(cfg.seeds)
     for task in cfg.tasks:
         test = grid.eval_sets(task, "test")
