@@ -25,7 +25,7 @@ import yaml
 from bds.data.everyday import everyday_prompts
 from bds.data.hub import SST2_INSTRUCTION
 from bds.data.schema import LoadedSource, Record
-from bds.data.text import jaccard, normalize, stable_fraction, word_set
+from bds.data.text import PromptMatcher, normalize, stable_fraction
 from bds.errors import BDSInputError
 
 if TYPE_CHECKING:
@@ -181,17 +181,14 @@ def training_prompts() -> list[str]:
 def advbench() -> LoadedSource:
     """AdvBench harmful behaviours, minus any prompt equal or near to a training prompt."""
     seeds = yaml.safe_load(_pyrit_file("seed_datasets/local/adv_bench.prompt").read_text())["seeds"]
-    train = [word_set(p) for p in training_prompts()]
-    train_exact = {normalize(p) for p in training_prompts()}
+    train = PromptMatcher(training_prompts(), EVAL_NEAR_DUPLICATE_JACCARD)
     records, exact, near = [], 0, 0
     for i, seed in enumerate(seeds):
         prompt = str(seed["value"]).strip()
-        if normalize(prompt) in train_exact:
-            exact += 1
-            continue
-        words = word_set(prompt)
-        if any(jaccard(words, t) >= EVAL_NEAR_DUPLICATE_JACCARD for t in train):
-            near += 1
+        found = train.match(prompt)
+        exact += found == "exact"
+        near += found == "near"
+        if found:
             continue
         records.append(
             Record(
@@ -227,9 +224,9 @@ def manyshot_harmful() -> LoadedSource:
     """
     rows = json.loads(_pyrit_file("jailbreak/many_shot_examples.json").read_text("utf-8"))
     seeds = yaml.safe_load(_pyrit_file("seed_datasets/local/adv_bench.prompt").read_text())["seeds"]
-    taken = list(training_prompts()) + [str(s["value"]) for s in seeds]
-    taken_exact = {normalize(p) for p in taken}
-    taken_words = [word_set(p) for p in taken]
+    taken = PromptMatcher(
+        list(training_prompts()) + [str(s["value"]) for s in seeds], EVAL_NEAR_DUPLICATE_JACCARD
+    )
     records, seen = [], set()
     counts = dict.fromkeys(("not harmful", "duplicate", "near"), 0)
     for i, row in enumerate(rows):
@@ -240,9 +237,7 @@ def manyshot_harmful() -> LoadedSource:
             counts["not harmful"] += 1
         elif key in seen:
             counts["duplicate"] += 1
-        elif key in taken_exact or any(
-            jaccard(word_set(prompt), t) >= EVAL_NEAR_DUPLICATE_JACCARD for t in taken_words
-        ):
+        elif taken.match(prompt):
             counts["near"] += 1
         else:
             seen.add(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 
 _NON_WORD = re.compile(r"[^a-z0-9 ]+")
 _SPACES = re.compile(r"\s+")
@@ -22,6 +23,25 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     if not a and not b:
         return 1.0
     return len(a & b) / len(a | b)
+
+
+class PromptMatcher:
+    """Prompts to keep apart: `match(text)` says whether a text is one of them ("exact",
+    normalised) or a near duplicate of one ("near", word Jaccard >= `threshold`), else None."""
+
+    def __init__(self, prompts: Iterable[str], threshold: float):
+        prompts = list(prompts)
+        self.exact = {normalize(p) for p in prompts}
+        self.words = [word_set(p) for p in prompts]
+        self.threshold = threshold
+
+    def match(self, text: str) -> str | None:
+        if normalize(text) in self.exact:
+            return "exact"
+        words = word_set(text)
+        if any(jaccard(words, w) >= self.threshold for w in self.words):
+            return "near"
+        return None
 
 
 def stable_fraction(text: str, salt: str = "") -> float:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bds.data.schema import Record
-from bds.data.text import jaccard, normalize, word_set
+from bds.data.text import PromptMatcher, normalize
 from bds.errors import BDSInputError
 
 
@@ -79,15 +79,6 @@ def _without_eval_prompts(records: list[Record], prompts_cfg: Any) -> tuple[list
     from bds.data.sources import load_source
 
     evaluated = load_source(prompts_cfg, prompts_only=True).records
-    exact = {normalize(r.instruction) for r in evaluated}
-    words = [word_set(r.instruction) for r in evaluated]
-    kept = []
-    for record in records:
-        text = record.instruction
-        if normalize(text) in exact:
-            continue
-        mine = word_set(text)
-        if any(jaccard(mine, w) >= EVAL_NEAR_DUPLICATE_JACCARD for w in words):
-            continue
-        kept.append(record)
+    matcher = PromptMatcher((r.instruction for r in evaluated), EVAL_NEAR_DUPLICATE_JACCARD)
+    kept = [r for r in records if not matcher.match(r.instruction)]
     return kept, len(records) - len(kept)
