@@ -43,6 +43,7 @@ class TrainResult:
     output_dir: Path
     steps: int
     summary: dict[str, Any]
+    model: Any = None  # the trained PeftModel, when training finished in this call
 
 
 def train(
@@ -302,7 +303,8 @@ class _Run:
         summary = self._finish(time.perf_counter() - t0, step_times, start)
         if self.tc.report_to:
             acc.end_training()
-        return TrainResult(self.output_dir, self.total_steps, summary)
+        self.peft_model.set_adapter("default")  # the adapter saved in adapter/
+        return TrainResult(self.output_dir, self.total_steps, summary, self.peft_model)
 
     def step(self, step: int) -> dict[str, float]:
         """One step (see the module docstring). Returns losses for the log."""
