@@ -12,24 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_embedded import embedded_is_tiny, tiny_cache
 
 from bds.errors import BDSInputError
-from bds.tiny import save_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-EMBEDDED_DIR = "models/smollm2-135m-instruct"  # under BDS_CACHE (bds/assets.py)
-
-
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    save_tiny_checkpoint(cache / EMBEDDED_DIR)
-    return cache
-
-
-@pytest.fixture
-def embedded_is_tiny(monkeypatch, tiny_cache):
-    monkeypatch.setenv("BDS_CACHE", str(tiny_cache))
+__all__ = ["embedded_is_tiny", "tiny_cache"]  # fixtures, used by name below
 
 
 def readme_python_example() -> str:

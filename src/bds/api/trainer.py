@@ -153,8 +153,8 @@ class BDSTrainer:
             d = self.cfg.data
             aligned = sample_alignment(alignment.records, d.n_alignment, d.seed)
         records = self.user.records
-        n_harmful = sum(r.source == "harmful" for r in records)
-        mix = Mix(records, n_harmful, len(records) - n_harmful, "given")
+        counts = [sum(r.source == label for r in records) for label in ("harmful", "benign")]
+        mix = Mix(records, *counts, "given")  # labelled counts; unknown rows are neither
         return PreparedData(records, aligned, mix, sources)
 
     def _weights(self) -> Any:

@@ -473,6 +473,9 @@ class _Run:
             )
             if self.defense.summary():
                 summary["defense"] = self.defense.summary()
+            from bds.model_card import write_model_card
+
+            write_model_card(out / "adapter", summary)  # the adapter folder can be shared as is
             write_json(out / "summary.json", summary)
         acc.wait_for_everyone()
         return summary
