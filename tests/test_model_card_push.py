@@ -217,3 +217,20 @@ def test_the_card_names_hub_bases_and_reports_an_evaluation():
     assert "alignment_weight: 1.0" in card
     assert hub_base_model("/some/local/folder") is None
     assert "base_model" not in front_matter(model_card({"config": {"model": {"name": "./folder"}}}))
+
+
+def test_bds_train_eval_puts_the_scores_in_the_card(capsys, trained_run):
+    cfg, out = trained_run
+    small_eval = [
+        "eval.metrics=[harmful_score]",
+        "eval.judges=[{name: keyword}]",
+        "eval.harmful_score.prompts={kind: embedded, name: advbench, limit: 3}",
+        "eval.harmful_score.max_new_tokens=4",
+    ]
+    code, _, err = run_cli(capsys, "train", "-c", str(cfg), "-o", str(out), "--eval", *small_eval)
+    assert code == 0, err
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert results["protocol"]["model"]["adapter"] == str(out / "adapter")
+    score = results["headline"]["harmful_score"]["value"]
+    card = (out / "adapter" / "README.md").read_text()
+    assert f"| harmful_score | keyword | {score:.1f} | 3 |" in card
