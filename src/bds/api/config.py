@@ -40,7 +40,7 @@ FIELD_KEYS = {
     "n_alignment": "data.n_alignment",
     "model_init_kwargs": "model",
 }
-_MODEL_KEYS = {"dtype", "torch_dtype", "revision", "trust_remote_code", "quantization"}
+_MODEL_KEYS = {"dtype", "torch_dtype", "revision", "trust_remote_code", "load_in_4bit"}
 
 
 @dataclass
@@ -74,7 +74,7 @@ class BDSConfig:
     | n_alignment | data.n_alignment (a seeded sample of the alignment set) | all |
     | dataset_fields | `fields:` of the user source (record field -> column) | {} |
     | dataset_label | `label:` of the user rows without a `source` column | None (unknown) |
-    | model_init_kwargs | model.dtype / revision / trust_remote_code / quantization | {} |
+    | model_init_kwargs | model.dtype / revision / trust_remote_code / load_in_4bit (QLoRA) | {} |
 
     The LoRA settings come from `BDSTrainer(peft_config=LoraConfig(...))`. An unknown
     defense name, or a value out of range, raises ConfigError (a BDSInputError) naming the
