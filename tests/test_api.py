@@ -49,6 +49,9 @@ def test_the_readme_quick_start_runs_as_written(
     rows = result.weights.to_list() if hasattr(result.weights, "to_list") else list(result.weights)
     assert len(rows) == len(scope["rows"])
     assert type(result.model).__name__.startswith("PeftModel")
+    # no alignment_dataset: the embedded PyRIT refusals, sampled to n_alignment
+    assert result.summary["config"].data.alignment.name == "pyrit-safe"
+    assert result.summary["counts"]["alignment"] == 8
 
 
 def user_rows(n_benign: int = 6, n_harmful: int = 2) -> list[dict]:
@@ -221,3 +224,28 @@ def test_save_model_before_training_is_refused(tmp_path):
     )
     with pytest.raises(BDSInputError, match="call train"):
         trainer.save_model(tmp_path / "out")
+
+
+def test_a_loaded_model_trains_and_is_returned(tmp_path, one_thread):
+    from datasets import Dataset
+
+    from bds import BDSConfig, BDSTrainer
+    from bds.tiny import build_tiny_model, build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    model = build_tiny_model(vocab_size=len(tok))
+    args = BDSConfig(
+        output_dir=str(tmp_path / "run"), defense="mix", num_train_epochs=1, max_length=64
+    )
+    data = Dataset.from_list(user_rows())
+    alignment = Dataset.from_list([{"prompt": "Attack?", "completion": "No."}])
+    trainer = BDSTrainer(model=model, args=args, train_dataset=data, alignment_dataset=alignment)
+    with pytest.raises(BDSInputError, match="give processing_class=tokenizer"):
+        trainer.train()
+    trainer = BDSTrainer(
+        model=model, args=args, train_dataset=data, alignment_dataset=alignment,
+        processing_class=tok,
+    )  # fmt: skip
+    result = trainer.train()
+    assert result.model.base_model.model is model  # the user's model, LoRA added in place
+    assert result.weights is None and result.summary["mode"] == "mix"

@@ -27,6 +27,7 @@ from bds.errors import BDSInputError
 
 USER_NAME = "train_dataset"  # rows without an `id` column get ids train_dataset/<row>
 ALIGNMENT_NAME = "alignment_dataset"
+IN_MEMORY = "in-memory model"  # model.name of a loaded model that names no folder or hub id
 # LoraConfig fields the trainer reads (-> train.lora); any other non-default one is refused
 _LORA_FIELDS = {"r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout"}
 
@@ -123,6 +124,11 @@ class BDSTrainer:
         data = self.prepared_data()
         tokenizer = self.tokenizer
         if tokenizer is None and self._model is not None:
+            if self.cfg.model.name == IN_MEMORY:
+                raise BDSInputError(
+                    "BDSTrainer: the model names no folder or hub id to load its tokenizer "
+                    "from; give processing_class=tokenizer"
+                )
             from bds.models import load_tokenizer
 
             tokenizer = load_tokenizer(self.cfg.model)
@@ -209,13 +215,12 @@ def _model_name(model: Any) -> tuple[str, Any]:
     """(the run config's model.name, the loaded model or None) of `model`."""
     if isinstance(model, str | Path):
         return str(model), None
-    name = getattr(model, "name_or_path", "") or ""
     if not hasattr(model, "config"):
         raise BDSInputError(
             f"BDSTrainer: model must be a name (embedded:..., a hub id, a folder) or a loaded "
             f"transformers model, got {type(model).__name__}"
         )
-    return name or "in-memory model", model
+    return getattr(model, "name_or_path", "") or IN_MEMORY, model
 
 
 def _apply_lora(cfg: Any, peft_config: Any) -> None:
