@@ -58,7 +58,7 @@ def alignment_plan(cfg: RunConfig, data: PreparedData) -> tuple[RunConfig, list[
     acfg.train.epochs = cfg.align.epochs or cfg.train.epochs
     requests = retain_requests(cfg)
     spec: dict[str, Any] = {
-        "model": acfg.model,
+        "model": _model_key(acfg.model),
         "data": [r.to_dict() for r in data.alignment],
         "train": _alignment_settings(acfg.train),
     }
@@ -78,6 +78,15 @@ def alignment_plan(cfg: RunConfig, data: PreparedData) -> tuple[RunConfig, list[
             },
         }
     return acfg, requests, spec
+
+
+def _model_key(model: Any) -> dict[str, Any]:
+    """The base model's settings in the key; load_in_4bit only when set, so models aligned
+    before it existed (and the shipped one) keep their key."""
+    key = to_jsonable(model)
+    if not key.get("load_in_4bit"):
+        key.pop("load_in_4bit", None)
+    return key
 
 
 def alignment_key(cfg: RunConfig, data: PreparedData) -> str:

@@ -106,9 +106,26 @@ def train(
     frozen: Annotated[
         bool, typer.Option("--frozen", help="With --scheduler-from: use its scores unchanged.")
     ] = False,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            "--eval", help="Evaluate the adapter as the config's eval: says (OUTPUT/eval/)."
+        ),
+    ] = False,
+    push_to_hub: Annotated[
+        str | None,
+        typer.Option(
+            "--push-to-hub",
+            metavar="REPO",
+            help="Upload the adapter with its model card to this hub repo (ORG/NAME).",
+        ),
+    ] = None,
+    hub_private: Annotated[
+        bool, typer.Option("--hub-private", help="With --push-to-hub: create the repo private.")
+    ] = False,
     overrides: Overrides = None,
 ) -> None:
-    """Fine-tune with the configured defense; writes adapter/, weights.csv, train_log.jsonl, summary.json.
+    """Fine-tune with the configured defense; writes adapter/ (with a model card), weights.csv, train_log.jsonl, summary.json.
 
     Any config field can be set after the options: bds train -c run.yaml -o runs/x
     train.lr=1e-4 data.harmful_ratio=0.2 (--mode and the other options apply after them).
@@ -117,6 +134,10 @@ def train(
     from bds.training.trainer import train as run_training
 
     cfg = load_config(config, overrides=overrides or ())
+    if push_to_hub is not None:
+        from bds.push import check_push
+
+        check_push(push_to_hub)  # offline or not logged in: said before training, not after
     if defense is not None:
         _override_defense(cfg, defense)
     if frozen and scheduler_from is None:
@@ -146,6 +167,33 @@ def train(
             console.print(
                 f"AUROC of the weights, benign vs harmful: {w['auroc_benign_vs_harmful']:.3f}"
             )
+    if evaluate:
+        _evaluate_run(cfg, Path(output), s)
+    if push_to_hub is not None:
+        from bds.push import push_adapter
+
+        url = push_adapter(Path(output) / "adapter", push_to_hub, private=hub_private)
+        console.print(f"adapter uploaded to {url}")
+
+
+def _evaluate_run(cfg, output: Path, summary: dict) -> None:
+    """`bds train --eval`: evaluate the run's adapter into OUTPUT/eval/, and put the scores
+    in the adapter's model card."""
+    from bds.eval.command import apply_flags, results_table
+    from bds.eval.runner import run_eval
+    from bds.model_card import write_model_card
+
+    adapter = output / "adapter"
+    ev = apply_flags(cfg.eval, adapter=str(adapter))
+    results = run_eval(
+        cfg.model,
+        ev,
+        ev.template or cfg.data.template,
+        output / "eval",
+        log=lambda m: console.print(f"[dim]{m}[/]"),
+    )
+    console.print(results_table(results))
+    write_model_card(adapter, summary, evaluation=results)
 
 
 @app.command()

@@ -96,12 +96,22 @@ class SourceConfig:
 
 @dataclass
 class ModelConfig:
-    """Base model: `embedded:smollm2-135m-instruct`, a Hugging Face hub id, or a local folder."""
+    """Base model: `embedded:smollm2-135m-instruct`, a Hugging Face hub id, or a local folder.
+
+    load_in_4bit: QLoRA, the base loaded in 4 bits (NF4) with bitsandbytes on CUDA
+    (bds/quantization.py); refused where bitsandbytes or a GPU is missing."""
 
     name: str = "embedded:smollm2-135m-instruct"
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     revision: str | None = None
     trust_remote_code: bool = False
+    load_in_4bit: bool = False
+
+    def validate(self) -> None:
+        if self.load_in_4bit:
+            from bds.quantization import check_installed
+
+            check_installed()
 
 
 @dataclass

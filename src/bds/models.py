@@ -49,8 +49,14 @@ def load_model(cfg: ModelConfig) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
-    model = _from_pretrained(AutoModelForCausalLM, path, cfg, dtype=dtype)
+    if cfg.load_in_4bit:  # QLoRA (bds/quantization.py)
+        from bds.quantization import four_bit_kwargs, prepare_for_training
+
+        model = _from_pretrained(AutoModelForCausalLM, path, cfg, **four_bit_kwargs(cfg.dtype))
+        model = prepare_for_training(model)
+    else:
+        dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+        model = _from_pretrained(AutoModelForCausalLM, path, cfg, dtype=dtype)
     # PEFT writes this into adapter_config.json as the adapter's base model: the name a user
     # can load (the embedded name, a hub id), not this machine's cache folder.
     model.name_or_path = cfg.name if cfg.name.startswith(EMBEDDED_PREFIX) else path

@@ -33,6 +33,7 @@ from bds.io import atomic_directory, write_json
 from bds.training import checkpoint as ckpt
 from bds.training.batching import StepSampler, collate
 from bds.training.config import TrainConfig
+from bds.training.distributed import fit_deepspeed_batch
 from bds.training.guard import InterruptAtStepEnd, check_finite
 from bds.training.losses import per_sample_loss, positions_to_keep, response_losses
 from bds.training.outputs import package_versions
@@ -43,6 +44,7 @@ class TrainResult:
     output_dir: Path
     steps: int
     summary: dict[str, Any]
+    model: Any = None  # the trained PeftModel, when training finished in this call
 
 
 def train(
@@ -231,6 +233,7 @@ class _Run:
             num_warmup_steps=self.tc.warmup_steps,
             num_training_steps=self.total_steps,
         )
+        fit_deepspeed_batch(self.accelerator, self.tc.batch_size)  # no dataloader to read it from
         self.model, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
             peft_model, optimizer, lr_scheduler
         )
@@ -302,7 +305,8 @@ class _Run:
         summary = self._finish(time.perf_counter() - t0, step_times, start)
         if self.tc.report_to:
             acc.end_training()
-        return TrainResult(self.output_dir, self.total_steps, summary)
+        self.peft_model.set_adapter("default")  # the adapter saved in adapter/
+        return TrainResult(self.output_dir, self.total_steps, summary, self.peft_model)
 
     def step(self, step: int) -> dict[str, float]:
         """One step (see the module docstring). Returns losses for the log."""
@@ -471,6 +475,9 @@ class _Run:
             )
             if self.defense.summary():
                 summary["defense"] = self.defense.summary()
+            from bds.model_card import write_model_card
+
+            write_model_card(out / "adapter", summary)  # the adapter folder can be shared as is
             write_json(out / "summary.json", summary)
         acc.wait_for_everyone()
         return summary
