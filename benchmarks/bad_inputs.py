@@ -487,6 +487,14 @@ def cli_cases(fx: dict[str, Any]) -> list[Case]:
             ["train", "-c", cfg, "-o", out, "--scheduler-from", str(broken), "--mode", "sft"],
         ),
         ("train unknown option", ["train", "-c", cfg, "-o", out, "--fast"]),
+        (
+            "train --push-to-hub not a repo id",
+            ["train", "-c", cfg, "-o", out, "--push-to-hub", "not/a/repo id"],
+        ),
+        (
+            "train QLoRA without bitsandbytes or CUDA",
+            ["train", "-c", cfg, "-o", out, "model.load_in_4bit=true"],
+        ),
         ("data preview missing config", ["data", "preview"]),
         ("eval --limit -1", ["eval", "--output", out, "--limit", "-1"]),
         ("eval --limit 0", ["eval", "--output", out, "--limit", "0"]),
