@@ -14,7 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from bds.training.distributed import fit_deepspeed_batch
+from bds.errors import BDSInputError
+from bds.training.distributed import fit_deepspeed_batch, refuse_sharded_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,6 +53,20 @@ def test_deepspeed_is_given_the_per_device_batch():
     fit_deepspeed_batch(fake_accelerator(fixed, 4), batch_size=8)
     assert fixed["train_micro_batch_size_per_gpu"] == 3  # the user's DeepSpeed file decides
     fit_deepspeed_batch(fake_accelerator(None, 1), batch_size=8)  # no DeepSpeed: nothing to do
+
+
+@pytest.mark.parametrize(
+    ("deepspeed", "fsdp", "refused"),
+    [(None, None, None), (2, None, None), (3, None, "ZeRO-3"), (None, object(), "FSDP")],
+)
+def test_sharded_parameters_are_refused_until_the_adapter_is_gathered(deepspeed, fsdp, refused):
+    plugin = None if deepspeed is None else SimpleNamespace(zero_stage=deepspeed)
+    accelerator = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin, fsdp_plugin=fsdp))
+    if refused is None:
+        refuse_sharded_parameters(accelerator)
+        return
+    with pytest.raises(BDSInputError, match=refused):
+        refuse_sharded_parameters(accelerator)
 
 
 def test_the_device_check_says_there_is_no_gpu(tmp_path):

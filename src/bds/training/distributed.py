@@ -19,3 +19,22 @@ def fit_deepspeed_batch(accelerator: Any, batch_size: int) -> None:
     config = plugin.deepspeed_config
     if config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
         config["train_micro_batch_size_per_gpu"] = batch_size // accelerator.num_processes
+
+
+def refuse_sharded_parameters(accelerator: Any) -> None:
+    """Refuse ZeRO-3 and FSDP until the adapter is gathered before it is saved: rank 0 would
+    write (and the post-fine-tuning defenses edit) its own shard of the LoRA weights, an
+    adapter that looks whole but is not."""
+    from bds.errors import BDSInputError
+
+    state = accelerator.state
+    plugin = getattr(state, "deepspeed_plugin", None)
+    sharded = "DeepSpeed ZeRO-3" if plugin is not None and plugin.zero_stage == 3 else None
+    if getattr(state, "fsdp_plugin", None) is not None:
+        sharded = "FSDP"
+    if sharded:
+        raise BDSInputError(
+            f"{sharded} shards the adapter's parameters and bds does not gather them before "
+            "saving yet, so the saved adapter would be one rank's shard; launch with "
+            "configs/accelerate/deepspeed_zero2.yaml or plain DDP instead"
+        )

@@ -33,7 +33,7 @@ from bds.io import atomic_directory, write_json
 from bds.training import checkpoint as ckpt
 from bds.training.batching import StepSampler, collate
 from bds.training.config import TrainConfig
-from bds.training.distributed import fit_deepspeed_batch
+from bds.training.distributed import fit_deepspeed_batch, refuse_sharded_parameters
 from bds.training.guard import InterruptAtStepEnd, check_finite
 from bds.training.losses import per_sample_loss, positions_to_keep, response_losses
 from bds.training.outputs import package_versions
@@ -233,6 +233,7 @@ class _Run:
             num_warmup_steps=self.tc.warmup_steps,
             num_training_steps=self.total_steps,
         )
+        refuse_sharded_parameters(self.accelerator)
         fit_deepspeed_batch(self.accelerator, self.tc.batch_size)  # no dataloader to read it from
         self.model, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
             peft_model, optimizer, lr_scheduler
