@@ -115,6 +115,36 @@ def test_weights_are_joined_on_the_users_ids(tmp_path, embedded_is_tiny, one_thr
     assert result.summary["counts"]["alignment"] == 4
 
 
+def test_an_interrupted_api_run_resumes_to_the_same_adapter_and_weights(
+    tmp_path, embedded_is_tiny, one_thread
+):
+    """BDSTrainer.train resumes a run folder's checkpoint exactly, as `bds train` does."""
+    from safetensors.torch import load_file
+
+    from bds.training.trainer import train
+
+    rows = user_rows()
+    settings = {"dataset_fields": {"id": "uid"}, "num_train_epochs": 2, "save_steps": 1}
+    whole = trainer_for(tmp_path / "whole", rows, **settings).train()
+    interrupted = trainer_for(tmp_path / "cut", rows, **settings)
+    stop = whole.summary["steps"] // 2
+    cut = train(
+        interrupted.cfg,
+        interrupted.output_dir,
+        data=interrupted.prepared_data(),
+        until_step=stop,
+        progress=False,
+    )
+    assert "adapter" not in {p.name for p in cut.output_dir.iterdir()}  # not finished yet
+    resumed = interrupted.train()
+    assert resumed.summary["resumed_from_step"] == stop
+    assert resumed.weights.to_list() == whole.weights.to_list()
+    a, b = (
+        load_file(r.output_dir / "adapter" / "adapter_model.safetensors") for r in (whole, resumed)
+    )
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
 def test_a_messages_dataset_trains_with_the_chat_template(tmp_path, embedded_is_tiny, one_thread):
     rows = [
         {
