@@ -26,17 +26,22 @@ def default_hub_timeouts() -> None:
         os.environ.setdefault(key, str(int(hub_timeout())))
 
 
-def _offline() -> bool:
+def offline() -> bool:
     from huggingface_hub import constants  # as the hub library read it at its import
 
     return bool(constants.HF_HUB_OFFLINE)
+
+
+def looks_like_local_path(name: str) -> bool:
+    """A name that can only be a path (./x, /x, ~/x, a/b/c), never a hub id (name, org/name)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
 def check_hub_model(name: str, revision: str | None, what: str = "model.name") -> None:
     """A hub id is cached or answers one short lookup; otherwise one sentence (BDSInputError)."""
     from bds.errors import BDSInputError
 
-    if _offline():
+    if offline():
         return  # transformers then fails at once, without the network, if it is not cached
     from huggingface_hub import try_to_load_from_cache
 

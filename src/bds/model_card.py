@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from bds.assets import EMBEDDED_MODELS, EMBEDDED_PREFIX
+from bds.hub import looks_like_local_path
 
 CARD_FILE = "README.md"
 PAPER = "https://arxiv.org/abs/2510.27172"
@@ -26,8 +27,8 @@ def hub_base_model(name: str) -> str | None:
     if name.startswith(EMBEDDED_PREFIX):
         model = EMBEDDED_MODELS.get(name[len(EMBEDDED_PREFIX) :])
         return model.origin.split(",")[0].strip() if model else None
-    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
-    return name if looks_like_hub_id and not Path(name).exists() else None
+    hub_id = "/" in name and not looks_like_local_path(name)  # org/name
+    return name if hub_id and not Path(name).exists() else None
 
 
 def model_card(summary: dict[str, Any], evaluation: dict[str, Any] | None = None) -> str:

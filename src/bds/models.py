@@ -10,6 +10,7 @@ from typing import Any
 from bds.assets import EMBEDDED_PREFIX, embedded_model_dir
 from bds.config import ModelConfig
 from bds.errors import BDSInputError
+from bds.hub import looks_like_local_path
 
 
 def resolve_model_path(name: str, revision: str | None = None) -> str:
@@ -21,8 +22,7 @@ def resolve_model_path(name: str, revision: str | None = None) -> str:
         if not (path / "config.json").is_file():
             raise BDSInputError(f"model.name: {name} is not a model folder (no config.json in it)")
         return str(path)
-    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1
-    if looks_like_path:
+    if looks_like_local_path(name):
         raise BDSInputError(
             f"model.name: {name} is neither an existing folder nor a hub id like org/name; "
             "fix the path or use embedded:smollm2-135m-instruct"
@@ -67,8 +67,7 @@ def resolve_adapter(adapter: str, what: str = "eval.adapter") -> str:
     """A PEFT adapter's local folder: the folder itself, or a hub repo id fetched (adapter
     config and safetensors weights only, never pickles) into the hub cache."""
     path = Path(adapter).expanduser()
-    looks_like_path = adapter.startswith((".", "/", "~")) or adapter.count("/") != 1
-    if path.exists() or looks_like_path:
+    if path.exists() or looks_like_local_path(adapter) or "/" not in adapter:  # org/name only
         if not (path / "adapter_config.json").is_file():
             raise BDSInputError(
                 f"{what}: {adapter} is not a PEFT adapter folder (no adapter_config.json); "

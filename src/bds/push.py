@@ -9,14 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bds.errors import BDSInputError
+from bds.hub import offline as _offline
 
 UPLOADED = ["adapter_config.json", "*.safetensors", "README.md"]  # never pickles or caches
-
-
-def _offline() -> bool:
-    from huggingface_hub import constants  # as the hub library read it at its import
-
-    return bool(constants.HF_HUB_OFFLINE)
 
 
 def check_push(repo_id: str, token: str | None = None, what: str = "--push-to-hub") -> str:

