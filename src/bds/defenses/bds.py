@@ -30,6 +30,9 @@ REFERENCE_ADAPTER = "reference"  # theta_ref of the safety-agnostic term
 @dataclass
 class BDSSettings(DefenseSettings):
     """alignment: draw an alignment batch each step (false: the bds-no-align ablation).
+    alignment_weight: lambda, the factor on the alignment batch's mean CE (as Mix's); the
+    `mix` control run from these settings (bds demo --methods, bds bench) takes the same
+    lambda, so BDS minus Mix stays the scheduler's effect alone.
     scheduler: the data scheduler (kind scalar or neural, transform, lr, priors...).
     drive: what the scheduler weighs each user sample by (training/conflict.py derives
     both): loss: its current loss (the reference code); conflict: how much the alignment
@@ -45,6 +48,7 @@ class BDSSettings(DefenseSettings):
     stages: ClassVar[tuple[Stage, ...]] = ("fine-tuning",)
     name: str = "bds"
     alignment: bool = True
+    alignment_weight: float = 1.0
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     drive: Literal["loss", "conflict"] = "loss"
     conflict_window: Literal["epoch", "step"] = "epoch"
@@ -57,6 +61,8 @@ class BDSSettings(DefenseSettings):
         return frozenset({"user", "alignment"} if self.alignment else {"user"})
 
     def validate(self) -> None:
+        if self.alignment_weight < 0:
+            raise FieldError("alignment_weight", f"must be >= 0, got {self.alignment_weight}")
         if self.drive != "conflict":
             return
         if not self.alignment:
@@ -83,6 +89,10 @@ class BDSSettings(DefenseSettings):
 
     def variant(self, name: str) -> DefenseSettings | None:
         preset = PRESETS.get(name)
+        if name == "mix":  # the control: the same alignment batch and lambda, every weight 1
+            from bds.defenses.mix import MixSettings
+
+            return MixSettings(alignment_weight=self.alignment_weight)
         if preset is None or name == self.name:
             return super().variant(name)
         out = copy.deepcopy(self)
@@ -121,6 +131,7 @@ class BDS(Defense):
 
     def __init__(self, settings: BDSSettings, run: Any):
         super().__init__(settings, run)
+        self.alignment_weight = settings.alignment_weight
         self.adapters = ("default", REFERENCE_ADAPTER) if settings.safety_agnostic else ("default",)
         self.applied_weight: dict[str, float] = {}  # total weight each source received
         self.trajectory: dict[int, list[float]] = {}
@@ -186,7 +197,7 @@ class BDS(Defense):
             self.probe.start()
         user_losses, align_losses = self.run.losses(batch.user, batch.align)
         self.user_losses = user_losses  # the loss drive reads them after the step
-        loss = weighted_objective(user_losses, batch.weights, align_losses)
+        loss = weighted_objective(user_losses, batch.weights, align_losses, self.alignment_weight)
         return loss, self.loss_stats(loss, batch, user_losses, align_losses)
 
     def after_backward(self, step: int, batch: StepBatch) -> None:
