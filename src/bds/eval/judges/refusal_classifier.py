@@ -95,11 +95,7 @@ def cache_key(encoder: Encoder, data_fingerprint: str) -> str:
     from bds.eval.judges import refusal_training as rt
 
     spec = {
-        "feature_version": FEATURE_VERSION,
-        "layout": feature_layout(encoder.dim),
-        "lexical": LEXICAL_FEATURES,
-        "similarity": SIMILARITY_FEATURES,
-        "encoder": encoder_identity(encoder),
+        **feature_spec(encoder),
         "data": data_fingerprint,
         "classifier": rt.CLASSIFIER,
         "heldout_fraction": rt.HELDOUT_FRACTION,
@@ -110,6 +106,17 @@ def cache_key(encoder: Encoder, data_fingerprint: str) -> str:
         "connectors": rt.CONNECTORS,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def feature_spec(encoder: Encoder) -> dict[str, Any]:
+    """What the pair features depend on (part of every cache key built on them)."""
+    return {
+        "feature_version": FEATURE_VERSION,
+        "layout": feature_layout(encoder.dim),
+        "lexical": LEXICAL_FEATURES,
+        "similarity": SIMILARITY_FEATURES,
+        "encoder": encoder_identity(encoder),
+    }
 
 
 def encoder_identity(encoder: Encoder) -> str:
@@ -171,16 +178,21 @@ PROBE_TOLERANCE = 1e-3
 
 
 def shipped_classifier(
-    encoder: Encoder, key: str, progress: Callable[[str], None] | None = None
+    encoder: Encoder,
+    key: str,
+    progress: Callable[[str], None] | None = None,
+    folder: Path | None = None,
+    probe_field: str = "p_complies",
 ) -> RefusalClassifier | None:
-    """The shipped classifier if it was trained for `key` and scores its probe pairs as it
-    did when shipped on this machine's features (else None: train instead)."""
-    shipped = RefusalClassifier.load(SHIPPED_DIR)
+    """The shipped classifier in `folder` (default SHIPPED_DIR) if it was trained for `key`
+    and scores its probe pairs (stored under `probe_field`) as it did when shipped, on this
+    machine's features (else None: train instead). The embedded guard reuses this."""
+    shipped = RefusalClassifier.load(folder or SHIPPED_DIR)
     if shipped is None or shipped.report.get("cache_key") != key:
         return None
     probe = shipped.report.get("probe") or {}
     p = predict_pairs(encoder, shipped.trees, probe.get("prompts", []), probe.get("answers", []))
-    expected = np.asarray(probe.get("p_complies", []), dtype=np.float64)
+    expected = np.asarray(probe.get(probe_field, []), dtype=np.float64)
     if len(p) == 0 or len(p) != len(expected) or np.abs(p - expected).max() > PROBE_TOLERANCE:
         if progress:
             progress("the shipped classifier scores differently with this machine's features")
