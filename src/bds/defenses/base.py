@@ -40,12 +40,12 @@ class Defense:
 
     # adapters a checkpoint holds and a resume loads ("default" is the one delivered)
     adapters: tuple[str, ...] = ("default",)
-    # factor on the alignment batch's mean CE in the objective
-    alignment_weight: float = 1.0
 
     def __init__(self, settings: Any, run: Any):
         self.settings = settings
         self.run = run
+        # factor on the alignment batch's mean CE in the objective (Mix's and BDS's lambda)
+        self.alignment_weight: float = getattr(settings, "alignment_weight", 1.0)
 
     # ---------------------------------------------------------------- set-up ------------
 

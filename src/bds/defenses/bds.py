@@ -61,8 +61,9 @@ class BDSSettings(DefenseSettings):
         return frozenset({"user", "alignment"} if self.alignment else {"user"})
 
     def validate(self) -> None:
-        if self.alignment_weight < 0:
-            raise FieldError("alignment_weight", f"must be >= 0, got {self.alignment_weight}")
+        from bds.defenses.mix import check_alignment_weight
+
+        check_alignment_weight(self.alignment_weight)
         if self.drive != "conflict":
             return
         if not self.alignment:
@@ -131,7 +132,6 @@ class BDS(Defense):
 
     def __init__(self, settings: BDSSettings, run: Any):
         super().__init__(settings, run)
-        self.alignment_weight = settings.alignment_weight
         self.adapters = ("default", REFERENCE_ADAPTER) if settings.safety_agnostic else ("default",)
         self.applied_weight: dict[str, float] = {}  # total weight each source received
         self.trajectory: dict[int, list[float]] = {}

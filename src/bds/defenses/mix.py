@@ -11,7 +11,7 @@ compute_loss(alignment batch)`, an alignment batch of 4 per step) with lambda = 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from bds.defenses.base import Defense
 from bds.defenses.registry import Data, DefenseSettings
@@ -27,13 +27,14 @@ class MixSettings(DefenseSettings):
     alignment_weight: float = 1.0
 
     def validate(self) -> None:
-        if self.alignment_weight < 0:
-            raise FieldError("alignment_weight", f"must be >= 0, got {self.alignment_weight}")
+        check_alignment_weight(self.alignment_weight)
+
+
+def check_alignment_weight(value: float) -> None:
+    """lambda scales a loss: negative would train away from the alignment set."""
+    if value < 0:
+        raise FieldError("alignment_weight", f"must be >= 0, got {value}")
 
 
 class Mix(Defense):
-    """The base step with an alignment batch, its CE scaled by lambda."""
-
-    def __init__(self, settings: MixSettings, run: Any):
-        super().__init__(settings, run)
-        self.alignment_weight = settings.alignment_weight
+    """The base step with an alignment batch, its CE scaled by lambda (the base reads it)."""
