@@ -13,6 +13,7 @@ from bds.training.outputs import read_weights_table
 from bds.training.trainer import train
 
 HERE = Path(__file__).resolve().parent
+SOURCES = ("benign", "harmful")
 
 
 def run(tmp_path, name="run", **train_kw):
@@ -93,16 +94,23 @@ def test_sft_loss_falls(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "inference,drive,agnostic",
-    [("map", "loss", False), ("sgld", "loss", True), ("sgld", "conflict", False)],
+    "inference,drive,agnostic,warm",
+    [
+        ("map", "loss", False, 0),
+        ("sgld", "loss", True, 0),
+        ("sgld", "conflict", False, 0),
+        ("map", "loss", False, "warm"),
+    ],
 )
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, inference, drive, agnostic):
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, inference, drive, agnostic, warm):
     kw = {
         "epochs": 3,
         "scheduler": {"inference": inference},
         "safety_agnostic": agnostic,
         "drive": drive,
     }
+    if warm:  # starting from a previous run's weights resumes as exactly
+        kw["warm_start"] = str(run(tmp_path, "first", epochs=1).output_dir)
     straight = run(tmp_path, "straight", **kw)
     model, tok = make_model_and_tokenizer()
     cfg = make_config(**kw)
@@ -247,3 +255,38 @@ def test_reference_adapter_starts_from_the_delivered_adapters_init(tmp_path):
     assert pairs and any(not torch.equal(params[a], params[b]) for a, b in pairs)
     _copy_adapter(peft, "default", REFERENCE_ADAPTER)
     assert all(torch.equal(params[a], params[b]) for a, b in pairs)
+
+
+def test_warm_start_takes_a_previous_runs_weights_from_the_first_step(tmp_path):
+    first = run(tmp_path, "first", epochs=3)
+    learned = {r["id"]: r for r in read_weights_table(first.output_dir / "weights.csv")}
+    second = run(tmp_path, "second", epochs=1, warm_start=str(first.output_dir))
+    rows = read_weights_table(second.output_dir / "weights.csv")
+    for r in rows:  # step 0: the first run's final weights (4 digits kept), matched by id
+        assert float(r["w@step_0"]) == pytest.approx(float(learned[r["id"]]["weight"]), rel=1e-3)
+    start = {src: [float(r["w@step_0"]) for r in rows if r["source"] == src] for src in SOURCES}
+    mean = {src: sum(v) / len(v) for src, v in start.items()}
+    assert mean["harmful"] < 0.9 < 1.0 < mean["benign"]  # weighed before any visit
+    # the first step already trains with them: the harmful samples' applied share is lower
+    # than in a cold run over the same single epoch
+    cold = run(tmp_path, "cold", epochs=1)
+    share = lambda r: r.summary["weights"]["training_weight_share"]["harmful"]  # noqa: E731
+    assert share(second) < 0.9 * share(cold)
+
+
+def test_warm_start_needs_rows_for_every_user_sample(tmp_path):
+    from bds.errors import BDSInputError
+
+    table = tmp_path / "weights.csv"
+    table.write_text("id,source,weight,logit\nbenign/0,benign,1.0,0.1\n")
+    with pytest.raises(BDSInputError, match=r"defense.warm_start: 99 of the 100 user samples"):
+        run(tmp_path, epochs=1, warm_start=str(table))
+    with pytest.raises(BDSInputError, match="does not exist"):
+        run(tmp_path, "b", epochs=1, warm_start=str(tmp_path / "nowhere"))
+
+
+def test_warm_start_is_for_the_scalar_scheduler():
+    from bds.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="defense.warm_start: starts the scalar"):
+        make_config("bds-neural", warm_start="runs/x")

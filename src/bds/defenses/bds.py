@@ -43,6 +43,11 @@ class BDSSettings(DefenseSettings):
     the user data alone; reference_weights: theta_ref's objective, the scheduler-weighted
     user batch or the plain one (uniform). scheduler_losses: the drive's losses before
     this step's update (current) or after it (updated).
+    warm_start: a previous run's folder (or its weights.csv): the scalar scheduler starts
+    from its logits, matched by sample id, so the weights act from the first step. Without
+    it every weight starts at 1 and a sample is weighed only from its second visit, so the
+    first epoch trains as Mix does; two passes (a first run learns the weights, the second
+    trains from the aligned model with them) close that gap.
     """
 
     stages: ClassVar[tuple[Stage, ...]] = ("fine-tuning",)
@@ -55,6 +60,7 @@ class BDSSettings(DefenseSettings):
     safety_agnostic: bool = False
     reference_weights: Literal["scheduler", "uniform"] = "scheduler"
     scheduler_losses: Literal["current", "updated"] = "current"
+    warm_start: str | None = None
 
     @property
     def needs(self) -> frozenset[Data]:  # type: ignore[override]
@@ -64,6 +70,12 @@ class BDSSettings(DefenseSettings):
         from bds.defenses.mix import check_alignment_weight
 
         check_alignment_weight(self.alignment_weight)
+        if self.warm_start and self.scheduler.kind != "scalar":
+            raise FieldError(
+                "warm_start",
+                "starts the scalar scheduler's logits; the neural scheduler starts from a "
+                "saved scheduler folder: use scheduler.neural.init_from",
+            )
         if self.drive != "conflict":
             return
         if not self.alignment:
@@ -152,6 +164,9 @@ class BDS(Defense):
         )
         if s.drive == "conflict":
             self.conflict = ConflictDrive(len(run.user))
+        if s.warm_start:  # a resumed run then loads its own checkpoint over these
+            self.scheduler.start_from(_warm_start_logits(Path(s.warm_start), run.user))
+            self.trajectory[0] = self.scheduler.all_weights().tolist()
         self.average_from = run.total_steps - s.scheduler.average_last
 
     def extend_model(self, peft_model: Any, lora_config: Any) -> None:
@@ -356,6 +371,38 @@ class BDS(Defense):
         summary["weights"] = weight_summary(sources, weights.tolist())
         summary["weights"]["training_weight_share"] = _shares(self.applied_weight)
         summary["drive"] = self.settings.drive
+
+
+def _warm_start_logits(path: Path, user: list[Any]) -> Any:
+    """The logit of each user sample (in D_ft's order) from a run's weights.csv."""
+    import torch
+
+    from bds.errors import BDSInputError
+    from bds.training.outputs import read_weights_table
+
+    table = path / "weights.csv" if path.is_dir() else path
+    if not table.is_file():
+        raise BDSInputError(
+            f"defense.warm_start: {table} does not exist; give a BDS run's folder or its weights.csv"
+        )
+    rows = read_weights_table(table)
+    if not rows or not {"id", "logit"} <= set(rows[0]):
+        raise BDSInputError(
+            f"defense.warm_start: {table} has no id and logit columns; give a BDS run's weights.csv"
+        )
+    logits = {r["id"]: r["logit"] for r in rows}
+    missing = [s.id for s in user if s.id not in logits]
+    if missing:
+        raise BDSInputError(
+            f"defense.warm_start: {len(missing)} of the {len(user)} user samples have no row in "
+            f"{table} (first: {missing[0]}); warm-start from a run on the same data"
+        )
+    try:
+        return torch.tensor([float(logits[s.id]) for s in user])
+    except ValueError as exc:
+        raise BDSInputError(
+            f"defense.warm_start: {table}: a logit is not a number ({exc})"
+        ) from None
 
 
 def _copy_adapter(peft_model: Any, source: str, target: str) -> None:

@@ -84,6 +84,11 @@ class ScalarScheduler:
 
     # ---------------------------------------------------------------- updating ----------
 
+    def start_from(self, logits: torch.Tensor) -> None:
+        """Start from given logits (a previous run's, one per sample) instead of init_logit."""
+        with torch.no_grad():
+            self.logits.copy_(logits.float())
+
     def energy(self, index: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         """U(z) for one batch (differentiable in self.logits); `memory` also remembers losses."""
         w = weights_from_logits(self.logits, self.cfg.transform)
