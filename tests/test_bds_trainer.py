@@ -96,10 +96,10 @@ def test_sft_loss_falls(tmp_path):
 @pytest.mark.parametrize(
     "inference,drive,agnostic,warm",
     [
-        ("map", "loss", False, 0),
-        ("sgld", "loss", True, 0),
-        ("sgld", "conflict", False, 0),
-        ("map", "loss", False, "warm"),
+        ("map", "loss", False, False),
+        ("sgld", "loss", True, False),
+        ("sgld", "conflict", False, False),
+        ("map", "loss", False, True),
     ],
 )
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, inference, drive, agnostic, warm):
@@ -109,7 +109,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, inference, drive, 
         "safety_agnostic": agnostic,
         "drive": drive,
     }
-    if warm:  # starting from a previous run's weights resumes as exactly
+    if warm:  # a run started from a previous run's weights resumes as exactly
         kw["warm_start"] = str(run(tmp_path, "first", epochs=1).output_dir)
     straight = run(tmp_path, "straight", **kw)
     model, tok = make_model_and_tokenizer()
