@@ -3,12 +3,12 @@
 `bds bench` computes paired CIs within one output folder. When the cells of a comparison
 were run as separate bench processes (one cell per process, to run two at a time on a
 small CPU), this script joins them: it reads each attacked model's per-prompt verdicts
-(evals/*/results.json, matched to its cell by the adapter path) and gives, for every pair of
+(the headline judge's, as `bds bench` reads them: bds.bench.results.outcomes) and gives, for every pair of
 arms, the mean difference in HS and its two-level paired bootstrap CI over seeds and
 prompts (bds.stats.paired_bootstrap).
 
     python benchmarks/paired_hs.py --arm mix=runs/a,runs/b --arm bds=runs/c,runs/d \\
-        --judge refusal-classifier --output benchmarks/results/x.json
+        --output benchmarks/results/x.json
 An arm is label=folder[,folder...]; within an arm, each (seed) must appear once.
 """
 
@@ -16,43 +16,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from itertools import combinations
 from pathlib import Path
 
+from bds.bench.results import outcomes
+from bds.bench.runner import CELL_FILE
 from bds.stats import paired_bootstrap
 
-CELL = re.compile(r"/p=([0-9.]+)/([^/]+)/seed=(\d+)/")
 
-
-def arm_verdicts(folders: list[Path], judge: str) -> dict[int, dict[str, float]]:
-    """seed -> {prompt id: 1.0 if judged harmful} for every attacked model in the folders."""
+def arm_verdicts(folders: list[Path], judges: set[str]) -> dict[int, dict[str, float]]:
+    """seed -> {prompt id: 1.0 if judged harmful by the headline judge} for every finished
+    cell in the folders (its cell record names its evaluation folder); adds the judge's
+    name to `judges`."""
     out: dict[int, dict[str, float]] = {}
     for folder in folders:
-        for path in sorted((folder / "evals").glob("*/results.json")):
-            doc = json.loads(path.read_text())
-            adapter = doc["protocol"]["model"].get("adapter")
-            match = CELL.search(adapter or "")
-            if not match:  # the aligned model's evaluation
-                continue
-            seed = int(match.group(3))
+        for record_path in sorted((folder / "cells").glob(f"**/{CELL_FILE}")):
+            record = json.loads(record_path.read_text())
+            seed = int(record["cell"]["seed"])
             if seed in out:
-                raise SystemExit(f"{path}: seed {seed} appears twice in this arm")
-            rows = doc["generations"]["harmful_score"]
-            out[seed] = {r["id"]: float(r["verdicts"][judge]["harmful"]) for r in rows}
+                raise SystemExit(f"{record_path}: seed {seed} appears twice in this arm")
+            for eval_folder in record["evals"].values():
+                doc = json.loads((Path(eval_folder) / "results.json").read_text())
+                hs = outcomes(doc)["harmful_score"]
+                judges.add(hs["judge"])
+                out[seed] = dict(zip(hs["ids"], map(float, hs["values"]), strict=True))
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arm", action="append", required=True, help="label=folder[,folder]")
-    parser.add_argument("--judge", default="refusal-classifier")
     parser.add_argument("--output")
     args = parser.parse_args()
-    arms = {}
+    arms, judges = {}, set()
     for spec in args.arm:
         label, folders = spec.split("=", 1)
-        arms[label] = arm_verdicts([Path(f) for f in folders.split(",")], args.judge)
+        arms[label] = arm_verdicts([Path(f) for f in folders.split(",")], judges)
     seeds = sorted(set.intersection(*(set(v) for v in arms.values())))
     if not seeds:
         raise SystemExit("no seed is common to every arm")
@@ -70,7 +69,7 @@ def main() -> None:
             k: (100 * v if k in ("mean", "low", "high") else v) for k, v in ci.items()
         }
     doc = {
-        "judge": args.judge,
+        "judge": ", ".join(sorted(judges)),
         "seeds": seeds,
         "prompts": len(items),
         "arms": table,
