@@ -116,7 +116,9 @@ def test_bench_runs_in_slices_resumes_and_reports_cis(
     "change, needle",
     [
         ({"colour": "red"}, "colour: unknown key; known keys here: base"),
-        ({"defenses": ["sft", "vaccine"]}, "defenses: 'vaccine' is no fine-tuning defense"),
+        ({"defenses": ["sft", "vacine"]}, "defenses: unknown defense 'vacine'; choose from"),
+        ({"defense_settings": {"vaccine": {"roh": 1}}}, "defense_settings.vaccine: roh: unknown"),
+        ({"cost": {"alignment_step_factors": {"lisa": 2}}}, "'lisa' is no alignment-stage"),
         ({"harmful_ratios": [1.5]}, "harmful_ratios: must be in [0, 1]"),
         (
             {"evaluate_on": ["validation", "test"], "splits": {"test": {}}},
@@ -143,7 +145,7 @@ def test_overlapping_splits_are_refused(tmp_path, grid, capsys):
 
 
 def test_all_defenses_come_from_the_registry(tmp_path, grid, capsys):
-    from bds.demo import attack_methods
+    from bds.bench.config import cell_defenses as attack_methods
 
     cfg = yaml.safe_load(grid.read_text())
     cfg["defenses"] = ["all"]
@@ -164,13 +166,13 @@ def test_shipped_grids_load(name):
     from pathlib import Path
 
     from bds.bench.cells import Grid
-    from bds.bench.config import load_grid
-    from bds.demo import attack_methods
+    from bds.bench.config import cell_defenses, load_grid
+    from bds.defenses.registry import DEFENSES
 
     path = Path(__file__).resolve().parent.parent / "configs" / "bench" / name
     grid = Grid(load_grid(path), path)
     cfg = grid.cfg
-    assert cfg.defense_names() == attack_methods()
+    assert cfg.defense_names() == cell_defenses() and set(cell_defenses()) == set(DEFENSES)
     assert len(grid.cells) == len(cfg.defense_names()) * 3 * len(cfg.tasks) * len(cfg.seeds)
     for task in cfg.tasks:
         test = grid.eval_sets(task, "test")
@@ -211,3 +213,37 @@ def test_an_interrupted_cell_resumes_without_training_again(
     assert cli(argv) == 0
     assert "attack (sft): done before, kept" in capsys.readouterr().out
     assert json.loads((tmp_path / "b" / "results.json").read_text())["cells"][0]["seed"] == 0
+
+
+def test_an_alignment_stage_defense_is_a_cell_on_its_own_aligned_model(
+    tmp_path, grid, capsys, one_thread
+):
+    """A Vaccine cell: the provider aligns with Vaccine (the grid's settings for it), the
+    user's job is plain SFT on that model; its aligned model is evaluated before the attack,
+    and its cells are compared with SFT's like any other defense's."""
+    cfg = yaml.safe_load(grid.read_text())
+    cfg.update(defenses=["sft", "vaccine"], seeds=[0], references=["sft"],
+               defense_settings={"vaccine": {"rho": 0.5}})  # fmt: skip
+    grid.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "b"
+    argv = ["bench", "-c", str(grid), "-o", str(out)]
+    assert cli([*argv, "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert "shared: align (toy/vaccine)" in listed and "toy/p=0.2/vaccine/seed=0" in listed
+    assert cli(argv) == 0
+
+    aligned = json.loads((out / "aligned.json").read_text())
+    assert aligned["toy"]["alignment_defense"] == "sft"
+    assert aligned["toy/vaccine"]["alignment_defense"] == "vaccine"
+    assert aligned["toy"]["model"] != aligned["toy/vaccine"]["model"]
+    record = json.loads((out / "cells/toy/p=0.2/vaccine/seed=0/cell.json").read_text())
+    assert record["aligned_model"] == aligned["toy/vaccine"]["model"]
+    assert record["config"]["align"]["defense"] == {"name": "vaccine", "rho": 0.5}
+    assert record["config"]["defense"]["name"] == "sft"
+    assert (out / "cells/toy/p=0.2/vaccine/seed=0/attack-sft/adapter").is_dir()
+
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["aligned_model_scores"]) == {"toy", "toy/vaccine"}
+    row = next(r for r in results["statistics"] if r["defense"] == "vaccine")
+    assert "sft" in row["metrics"]["harmful_score"]["vs"]
+    assert "- toy/vaccine, test: HS" in (out / "report.md").read_text()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bds.bench.config import EvalSetConfig, GridConfig
+from bds.bench.config import ATTACK_AFTER_ALIGNMENT_DEFENSE, EvalSetConfig, GridConfig
 from bds.config import RunConfig
 from bds.errors import BDSInputError, ConfigError, FieldError
 
@@ -46,6 +46,10 @@ class Grid:
             for defense in cfg.defense_names()
             for seed in cfg.seeds
         ]
+        from bds.defenses.registry import default_settings
+
+        for name in cfg.defense_settings:  # checked even where no cell runs it
+            self._settings(name, default_settings(name))
         self._task_cfgs = {task: self._load(task, []) for task in cfg.tasks}
         self._configs: dict[Cell, RunConfig] = {}
         self._loaded: dict[tuple, RunConfig] = {}  # (task, p, seed): the defenses share it
@@ -67,27 +71,72 @@ class Grid:
             raise ConfigError(f"{self.path}: task {task}: {exc}") from None
 
     def _cell_config(self, cell: Cell) -> RunConfig:
-        from bds.defenses.registry import settings_for
-
         key = (cell.task, cell.p, cell.seed)
         if key not in self._loaded:
             seeds = [f"data.seed={cell.seed}", f"train.seed={cell.seed}"]
             self._loaded[key] = self._load(cell.task, [f"data.harmful_ratio={cell.p}", *seeds])
-        cfg = copy.deepcopy(self._loaded[key])
-        cfg.defense = settings_for(cell.defense, cfg.defense)
+        return self._with_defense(self._loaded[key], cell.defense, f"cell {cell.id}")
+
+    def _with_defense(self, loaded: RunConfig, name: str, where: str) -> RunConfig:
+        """`loaded` defended by `name`: its attack's defense, or for an alignment-stage one
+        its alignment's (the attack then plain SFT)."""
+        cfg = copy.deepcopy(loaded)
+        field = "defense"
+        if self.is_alignment_defense(name):
+            field = "align.defense"
+            cfg.align.defense = self._settings(name, cfg.align.defense)
+            name = ATTACK_AFTER_ALIGNMENT_DEFENSE
+        cfg.defense = self._settings(name, cfg.defense)
         try:
+            getattr(cfg.align.defense, "validate", lambda: None)()
             getattr(cfg.defense, "validate", lambda: None)()
             cfg.validate()
         except FieldError as exc:
-            raise BDSInputError(f"{self.path}: cell {cell.id}: defense.{exc.key}: {exc}") from None
+            raise BDSInputError(f"{self.path}: {where}: {field}.{exc.key}: {exc}") from None
         return cfg
+
+    def _settings(self, name: str, configured: Any) -> Any:
+        """Defense `name`'s settings (bds/defenses/registry.py `settings_for`), with the
+        grid's `defense_settings` for it on top."""
+        from bds.config import from_dict
+        from bds.defenses.registry import settings_class, settings_for
+        from bds.io import to_jsonable
+
+        settings = settings_for(name, configured)
+        own = self.cfg.defense_settings.get(name)
+        if not own:
+            return settings
+        data = {**to_jsonable(settings), **own, "name": name}
+        return from_dict(settings_class(name), data, source=f"{self.path}: defense_settings.{name}")
+
+    @staticmethod
+    def is_alignment_defense(name: str) -> bool:
+        from bds.bench.config import alignment_defenses
+
+        return name in alignment_defenses()
+
+    def align_label(self, cell: Cell) -> str:
+        """Which aligned model the cell attacks: its task's, or for an alignment-stage
+        defense `<task>/<defense>` (that defense's aligned model)."""
+        return f"{cell.task}/{cell.defense}" if self.is_alignment_defense(cell.defense) else cell.task
+
+    def align_labels(self) -> list[str]:
+        return list(dict.fromkeys(self.align_label(c) for c in self.cells))
+
+    def aligned_config(self, label: str) -> RunConfig:
+        """The config aligned model `label` is built (and evaluated before the attack) with:
+        its task's config before any cell's ratio or seed (one aligned model per task and
+        alignment defense, shared by every cell, as the paper's models arrive)."""
+        task, _, defense = label.partition("/")
+        if not defense:
+            return copy.deepcopy(self._task_cfgs[task])
+        return self._with_defense(self._task_cfgs[task], defense, f"task {task}")
 
     def config(self, cell: Cell) -> RunConfig:
         return copy.deepcopy(self._configs[cell])
 
     def task_config(self, task: str) -> RunConfig:
-        """The task's config before any cell's ratio or seed: what its model is aligned with
-        (one aligned model per task, shared by every cell, as the paper's models arrive)."""
+        """The task's config before any cell's ratio or seed."""
         return copy.deepcopy(self._task_cfgs[task])
 
     def eval_sets(self, task: str, split: str) -> dict[str, EvalSetConfig]:
@@ -130,9 +179,11 @@ def cell_cost(cfg: RunConfig, items: dict[str, int], rates: Any) -> dict[str, fl
 
 
 def align_cost(cfg: RunConfig, n_alignment: int, n_retain: int, rates: Any) -> float:
-    """Estimated seconds to build an aligned model: the retain answers and the SFT."""
+    """Estimated seconds to build an aligned model: the retain answers and the alignment
+    training (an alignment-stage defense's steps at its `alignment_step_factors`)."""
     epochs = cfg.align.epochs or cfg.train.epochs
     steps = math.ceil((n_alignment + n_retain) / cfg.train.batch_size) * epochs
+    factor = rates.alignment_step_factors.get(cfg.align.defense.name, 1.0)
     batches = math.ceil(n_retain / cfg.eval.batch_size)
     decode = batches * cfg.align.retain_max_new_tokens * rates.decode_step_seconds
-    return steps * rates.train_step_seconds + decode
+    return steps * factor * rates.train_step_seconds + decode

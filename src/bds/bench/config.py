@@ -11,13 +11,18 @@ Evaluation splits: `splits.validation` is the one for choosing settings, `splits
 held-out one reported and never tuned on. Each names, per metric, a source and a slice of
 it (`skip` records, then `take`); a task may add its own (its fine-tuning accuracy set).
 A split evaluates only the metrics it names (and the task's config evaluates).
+
+Defenses at the alignment stage (Vaccine, Booster, RepNoise) are cells too, as the paper
+compares them: the provider aligns with the defense, then the user's job is plain SFT. Such
+a cell attacks its own aligned model (one per task and defense, shared by its seeds and
+ratios, cached like every aligned model) and the bench reports that model before the attack.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from bds.config import SourceConfig
 from bds.errors import FieldError
@@ -25,9 +30,13 @@ from bds.ranges import SEED_MAX
 
 SplitName = Literal["validation", "test"]
 SPLITS: tuple[str, ...] = ("validation", "test")
-# The defenses a grid's `defenses: [all]` expands to: every registered one that acts while
-# fine-tuning on the user's data or filters it (the ones `bds demo --methods` accepts).
+# `defenses: [all]` expands to every registered defense: those that act on the user's job
+# (filter, fine-tuning, repair: the ones `bds demo --methods` accepts), then the
+# alignment-stage ones.
 ALL_DEFENSES = "all"
+# What the user's job is in a cell of an alignment-stage defense: the provider defended
+# before the upload, so the upload is fine-tuned as it comes (the paper's protocol).
+ATTACK_AFTER_ALIGNMENT_DEFENSE = "sft"
 
 
 @dataclass
@@ -91,20 +100,31 @@ class CostConfig:
     train_step_seconds: one optimiser step on `train.batch_size` user samples (a defense that
     also trains on an alignment batch counts its extra share). decode_step_seconds: one
     generated token for a whole eval batch (answers are counted at max_new_tokens: an upper
-    bound). judge_item_seconds: judging one answer, all judges together. `measured`: where
-    the rates come from (a command and a machine), or empty: the report then calls them
-    assumed.
+    bound). judge_item_seconds: judging one answer, all judges together.
+    alignment_step_factors: an alignment-stage defense's alignment step over an SFT step
+    (1 where not given). `measured`: where the rates come from (a command and a machine),
+    or empty: the report then calls them assumed.
     """
 
     train_step_seconds: float = 1.0
     decode_step_seconds: float = 0.1
     judge_item_seconds: float = 0.01
+    alignment_step_factors: dict[str, float] = field(default_factory=dict)
     measured: str = ""
 
     def validate(self) -> None:
         for name in ("train_step_seconds", "decode_step_seconds", "judge_item_seconds"):
             if getattr(self, name) < 0:
                 raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
+        known = alignment_defenses()
+        for name, factor in self.alignment_step_factors.items():
+            if name not in known:
+                raise FieldError(
+                    "alignment_step_factors",
+                    f"{name!r} is no alignment-stage defense; choose from {', '.join(known)}",
+                )
+            if factor <= 0:
+                raise FieldError("alignment_step_factors", f"{name}: must be > 0, got {factor}")
 
 
 @dataclass
@@ -117,6 +137,8 @@ class GridConfig:
     cell is evaluated on. references: the defenses every other one is compared with.
     align: build an aligned model first (false: attack `model` as it is).
     bootstrap_resamples: of each CI. cost: the rates of the cost estimate.
+    defense_settings: a defense's own settings in every cell that runs it (name -> mapping,
+    checked like `defense:` in a run config), e.g. a CPU-sized RepNoise.
     """
 
     base: str
@@ -131,10 +153,9 @@ class GridConfig:
     align: bool = True
     bootstrap_resamples: int = 2000
     cost: CostConfig = field(default_factory=CostConfig)
+    defense_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> None:
-        from bds.defenses.registry import DEFENSES
-
         if not self.tasks:
             raise FieldError("tasks", "name at least one task")
         for key, values in (("harmful_ratios", self.harmful_ratios), ("seeds", self.seeds)):
@@ -150,20 +171,21 @@ class GridConfig:
                 raise FieldError("seeds", f"must be in [0, {SEED_MAX}], got {s}")
         if not self.defenses or len(set(self.defenses)) != len(self.defenses):
             raise FieldError("defenses", "name each defense once (or `all`)")
-        known = self.attack_defenses()
+        known = cell_defenses()
         for name in self.defenses:
             if name != ALL_DEFENSES and name not in known:
-                other = " (an alignment-stage defense: set align.defense)" * (name in DEFENSES)
                 raise FieldError(
-                    "defenses", f"{name!r} is no fine-tuning defense{other}; choose from "
-                    f"{', '.join(known)} or `all`"
-                )  # fmt: skip
+                    "defenses", f"unknown defense {name!r}; choose from {', '.join(known)} or `all`"
+                )
         for name in self.splits:
             if name not in SPLITS:
                 raise FieldError("splits", f"unknown split {name!r}; name validation or test")
         for name in self.references:
             if name not in known:
-                raise FieldError("references", f"{name!r} is no fine-tuning defense")
+                raise FieldError("references", f"unknown defense {name!r}")
+        for name in self.defense_settings:
+            if name not in known:
+                raise FieldError("defense_settings", f"unknown defense {name!r}")
         if not self.evaluate_on:
             raise FieldError("evaluate_on", "name at least one split (test, validation)")
         for name in self.evaluate_on:
@@ -174,17 +196,10 @@ class GridConfig:
                 "bootstrap_resamples", f"must be >= 100, got {self.bootstrap_resamples}"
             )
 
-    @staticmethod
-    def attack_defenses() -> list[str]:
-        from bds.demo import attack_methods
-
-        return attack_methods()
-
     def defense_names(self) -> list[str]:
-        """The grid's defenses, `all` expanded from the registry (registry order)."""
-        known = self.attack_defenses()
+        """The grid's defenses, `all` expanded from the registry (see ALL_DEFENSES)."""
         if ALL_DEFENSES in self.defenses:
-            return known
+            return cell_defenses()
         return list(self.defenses)
 
     def split(self, task: str, name: str) -> dict[str, EvalSetConfig]:
@@ -195,6 +210,22 @@ class GridConfig:
 
     def split_note(self, name: str) -> str:
         return self.splits[name].note if name in self.splits else ""
+
+
+def alignment_defenses() -> list[str]:
+    """Registered defenses that act at the alignment stage only (registry order)."""
+    from bds.demo import attack_methods
+    from bds.defenses.registry import defense_names
+
+    attack = set(attack_methods())
+    return [n for n in defense_names("alignment") if n not in attack]
+
+
+def cell_defenses() -> list[str]:
+    """Every defense a grid can name: the user's job's ones first, then alignment-stage."""
+    from bds.demo import attack_methods
+
+    return attack_methods() + alignment_defenses()
 
 
 def load_grid(path: str | Path) -> GridConfig:

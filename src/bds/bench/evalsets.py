@@ -125,9 +125,11 @@ def _check_splits_disjoint(grid: Grid, task: str, keys: dict, per_split: dict) -
 
 def training_keys(grid: Grid, task: str) -> set[str]:
     """Every prompt the task's cells can train or align on (whole sources, not one cell's
-    sample: a prompt any seed may draw counts)."""
+    sample: a prompt any seed may draw counts), alignment-stage defenses' harmful pools
+    included."""
     from bds.align import retain_requests
     from bds.data.sources import load_source
+    from bds.defenses.harmful_pool import load_pool
 
     cfg = grid.task_config(task)
     keys: set[str] = set()
@@ -135,6 +137,10 @@ def training_keys(grid: Grid, task: str) -> set[str]:
         if source is not None:
             keys |= {_key(r) for r in load_source(source).records}
     keys |= {_key(r) for r in retain_requests(cfg)}
+    for label in grid.align_labels():
+        defense = grid.aligned_config(label).align.defense
+        if label.partition("/")[0] == task and "harmful" in defense.needs:
+            keys |= {_key(r) for r in load_pool(defense.harmful)}
     return keys
 
 

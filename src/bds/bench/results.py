@@ -72,14 +72,14 @@ def collect(grid: Grid, out: Path, sets: dict) -> dict[str, Any]:
         cells.append(row)
     path = out / ALIGNED_FILE
     models = json.loads(path.read_text()) if path.is_file() else {}
-    aligned = {
-        task: {
+    aligned = {  # per aligned model: `task`, or `task/defense` for an alignment-stage one
+        label: {
             split: _aligned_scores(folder)
             for split, folder in info["evals"].items()
             if split in grid.cfg.evaluate_on
         }  # fmt: skip
-        for task, info in models.items()
-        if task in grid.cfg.tasks
+        for label, info in models.items()
+        if label in grid.align_labels()
     }
     return {
         "format": "bds-bench-results/1",

@@ -3,9 +3,10 @@
 A cell = one attack (bds/demo.py `attack_stage`, which resumes from the trainer's
 checkpoints and keeps a finished run) + its evaluation on each split of `evaluate_on`,
 summarised in the cell's cell.json (its scores and per-item outcomes): a cell with a
-cell.json for the same config is skipped. Shared stages are cached: the aligned model
-(bds/align.py, one per task config), and evaluations, keyed by the model's files and the
-evaluation config (OUT/evals/<key>/), so an unchanged model is never evaluated twice.
+cell.json for the same config is skipped. Shared stages are cached: the aligned models
+(bds/align.py, one per task config and alignment-stage defense, each evaluated before any
+attack: OUT/aligned.json), and evaluations, keyed by the model's files and the evaluation
+config (OUT/evals/<key>/), so an unchanged model is never evaluated twice.
 """
 
 from __future__ import annotations
@@ -72,15 +73,16 @@ def plan(grid: Grid, out: Path) -> dict[str, Any]:
         rows.append({"cell": cell, "cost": cost, "done": is_done(cell, cfg, out)})
     rows.sort(key=lambda r: (round(sum(r["cost"].values()), 1), r["cell"].seed, r["cell"].id))
     shared, aligned_by = {}, {}
-    for task in grid.cfg.tasks:
-        cfg = grid.task_config(task)
+    for label in grid.align_labels():
+        cfg = grid.aligned_config(label)
         key = short_digest(
             [cfg.model, cfg.align, cfg.train, cfg.data.alignment, cfg.data.n_alignment]
         )
         if grid.cfg.align and key not in aligned_by:  # tasks aligned alike share one model
-            aligned_by[key] = task
-            shared[f"align ({task})"] = align_cost(cfg, *_alignment_sizes(cfg), rates)
-        shared[f"eval of the aligned model ({task})"] = cell_cost(cfg, items[task], rates)["eval"]
+            aligned_by[key] = label
+            shared[f"align ({label})"] = align_cost(cfg, *_alignment_sizes(cfg), rates)
+        task = label.partition("/")[0]
+        shared[f"eval of the aligned model ({label})"] = cell_cost(cfg, items[task], rates)["eval"]
     return {"rows": rows, "shared": shared, "items": items}
 
 
@@ -102,15 +104,15 @@ def format_plan(grid: Grid, planned: dict[str, Any], limit: int | None) -> list[
     rows = planned["rows"]
     pending = [r for r in rows if not r["done"]]
     chosen = pending[:limit] if limit is not None else pending
-    lines = [f"{'cell':55} {'train s':>9} {'eval s':>9}  state"]
+    lines = [f"{'cell':62} {'train s':>9} {'eval s':>9}  state"]
     for r in rows:
         state = "done" if r["done"] else ("run" if r in chosen else "later (--limit)")
         c = r["cost"]
-        lines.append(f"{r['cell'].id:55} {c['train']:9.0f} {c['eval']:9.0f}  {state}")
+        lines.append(f"{r['cell'].id:62} {c['train']:9.0f} {c['eval']:9.0f}  {state}")
     cells_s = sum(sum(r["cost"].values()) for r in chosen)
     shared_s = sum(planned["shared"].values())
     for name, s in planned["shared"].items():
-        lines.append(f"{'shared: ' + name:55} {s:9.0f}  (once; none if already cached)")
+        lines.append(f"{'shared: ' + name:62} {s:9.0f}  (once; none if already cached)")
     rates = grid.cfg.cost
     origin = rates.measured or "assumed (cost: in the grid), not measured"
     lines.append(
@@ -161,7 +163,7 @@ def _run(grid: Grid, opts: BenchOptions, log: Any) -> dict[str, Any]:
     spent, estimated = 0.0, 0.0
     for k, row in enumerate(todo, 1):
         cell = row["cell"]
-        runner.aligned_model(cell.task)  # shared: built or found once, not in the cell's time
+        runner.aligned_model(grid.align_label(cell))  # shared: built once, not in the cell's time
         t0 = time.perf_counter()
         runner.run(cell)
         spent += time.perf_counter() - t0
@@ -188,27 +190,32 @@ class _CellRunner:
         self.grid, self.out, self.sets, self.metrics, self.log = grid, out, sets, metrics, log
         self.aligned: dict[str, Path | None] = {}
 
-    def aligned_model(self, task: str) -> Path | None:
-        """The task's aligned model (None: the grid attacks the base model as it is)."""
-        if task not in self.aligned:
+    def aligned_model(self, label: str) -> Path | None:
+        """Aligned model `label` (Grid.align_label), built or found, and evaluated before any
+        attack (None: the grid attacks the base model as it is)."""
+        if label not in self.aligned:
+            cfg = self.grid.aligned_config(label)
             if not self.grid.cfg.align:
-                self.aligned[task] = None
+                self.aligned[label] = None
             else:
                 from bds.align import align_stage
                 from bds.data.pipeline import prepare_data
 
-                cfg = self.grid.task_config(task)
-                self.aligned[task] = align_stage(cfg, prepare_data(cfg.data), self.log)
-            cfg = self.grid.task_config(task)
+                self.aligned[label] = align_stage(cfg, prepare_data(cfg.data), self.log)
+            task = label.partition("/")[0]
             evals = {
-                split: str(self.evaluate(cfg, task, split, self.aligned[task], None))
+                split: str(self.evaluate(cfg, task, split, self.aligned[label], None))
                 for split in self.grid.cfg.evaluate_on
             }
             path = self.out / ALIGNED_FILE
             known = json.loads(path.read_text()) if path.is_file() else {}
-            known[task] = {"model": str(self.aligned[task] or cfg.model.name), "evals": evals}
+            known[label] = {
+                "model": str(self.aligned[label] or cfg.model.name),
+                "alignment_defense": cfg.align.defense.name if self.grid.cfg.align else None,
+                "evals": evals,
+            }
             write_json(path, known)
-        return self.aligned[task]
+        return self.aligned[label]
 
     def evaluate(self, cfg: Any, task: str, split: str, model: Path | None, adapter: Path | None):
         """The evaluation folder of (model, adapter) on `split`, run unless cached."""
@@ -241,12 +248,13 @@ class _CellRunner:
         from bds.demo import attack_stage
 
         cfg = self.grid.config(cell)
-        aligned = self.aligned_model(cell.task)
+        aligned = self.aligned_model(self.grid.align_label(cell))
         folder = cell.folder(self.out)
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         base = aligned if aligned is not None else Path(cfg.model.name)
-        run_dir = attack_stage(cfg, prepare_data(cfg.data), base, cell.defense, folder, self.log)
+        method = cfg.defense.name  # an alignment-stage defense's cell: the user's plain SFT
+        run_dir = attack_stage(cfg, prepare_data(cfg.data), base, method, folder, self.log)
         train_s = time.perf_counter() - t0
         evals = {
             split: str(self.evaluate(cfg, cell.task, split, base, run_dir / "adapter"))
