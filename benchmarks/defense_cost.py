@@ -1,11 +1,15 @@
-"""Each defense's cost per step against SFT, on the embedded default (same batches, same model).
+"""Each defense's cost against SFT, on the embedded default (same batches, same model).
 
-For every registered fine-tuning-stage and data-filter defense, trains the embedded model
-on the demo config's data for --warmup + --steps steps and times each step (the warm-up
-steps are left out), then reports the mean, the ratio to SFT's, and the steps a whole run
-of the config's epochs takes (data defenses change the number of user samples: SafeInstr
-adds demonstrations, a filter drops samples). Lisa runs with a 4/4 step split and its
-proximal term from the first step, so both states and the term are in the timed steps.
+For every registered defense that acts on the user's job (data filter, fine-tuning,
+post-fine-tuning), trains the embedded model on the demo config's data for --warmup +
+--steps steps and times each step (the warm-up steps are left out), then reports the mean,
+the ratio to SFT's, and the steps a whole run of the config's epochs takes (data defenses
+change the number of user samples: SafeInstr adds demonstrations, a filter drops samples).
+A defense's once-per-run stage (a filter's scoring, a post-fine-tuning repair) is timed by
+the defense itself and reported as `stage_seconds`; `run_vs_sft` counts it. Lisa runs with
+a 4/4 step split and its proximal term from the first step, so both states and the term are
+in the timed steps. The guard filter runs the offline embedded guard (Llama Guard is a hub
+download). Alignment-stage defenses: benchmarks/align_defense_cost.py.
 
     python benchmarks/defense_cost.py --output benchmarks/results/defense_cost.json
 """
@@ -27,15 +31,25 @@ from common import write_rows
 from bds.cli import packaged_config
 from bds.config import load_config
 from bds.data.pipeline import prepare_data
-from bds.defenses.registry import defense_names, settings_for
+from bds.defenses.registry import ATTACK_STAGES, defense_names, settings_for
 from bds.io import to_jsonable
 from bds.models import load_model, load_tokenizer
 from bds.training import trainer as trainer_module
 
-NEEDS_HUB = {"guard-filter"}  # its guard (Llama Guard) downloads: run it with --defenses
+# settings that let a short run show a defense's whole step (its defaults otherwise), or
+# run it offline
+SHORT_RUN = {
+    "lisa": {"alignment_steps": 4, "finetune_steps": 4, "proximal_after": 0.0},
+    "guard-filter": {"model": "embedded:guard", "threshold": 0.5},
+}
 
-# settings that let a short run show a defense's whole step (its defaults otherwise)
-SHORT_RUN = {"lisa": {"alignment_steps": 4, "finetune_steps": 4, "proximal_after": 0.0}}
+
+def stage_seconds(defense_summary: dict) -> float:
+    """The once-per-run stage's wall seconds as the defense reports them (0: none)."""
+    seconds = defense_summary.get("seconds", 0.0)
+    if isinstance(seconds, dict):  # the guard filter: load + score (+ per-sample rate)
+        return float(seconds.get("load", 0.0)) + float(seconds.get("score", 0.0))
+    return float(seconds)
 
 
 def timed_run(cfg, data, tokenizer, steps: int) -> tuple[list[float], dict]:
@@ -68,13 +82,14 @@ def with_ratios(rows: list[dict]) -> list[dict]:
     if sft is None:
         return rows
     out = []
+    sft_run = sft["mean_step_seconds"] * sft["steps_per_run"] + sft.get("stage_seconds", 0.0)
     for row in rows:
-        run = row["mean_step_seconds"] * row["steps_per_run"]
+        run = row["mean_step_seconds"] * row["steps_per_run"] + row.get("stage_seconds", 0.0)
         out.append(
             {
                 **row,
                 "step_vs_sft": round(row["mean_step_seconds"] / sft["mean_step_seconds"], 3),
-                "run_vs_sft": round(run / (sft["mean_step_seconds"] * sft["steps_per_run"]), 3),
+                "run_vs_sft": round(run / sft_run, 3),
             }
         )
     return out
@@ -89,19 +104,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per defense")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--defenses", default=None, help="comma-separated (default: all)")
+    parser.add_argument(
+        "--no-aligned", dest="aligned", action="store_false",
+        help="train the config's model as it is, not the aligned model the demo attacks",
+    )  # fmt: skip
     args = parser.parse_args()
 
     base = load_config(args.config)
-    tokenizer = load_tokenizer(base.model)
     data = prepare_data(base.data)
-    names = (
-        args.defenses.split(",")
-        if args.defenses
-        else [n for n in defense_names("fine-tuning", "data filter") if n not in NEEDS_HUB]
-    )
+    if args.aligned:  # the attack's starting point (Safe LoRA reads the base it records)
+        from bds.align import align_stage
+
+        base.model = replace(base.model, name=str(align_stage(base, data)))
+    tokenizer = load_tokenizer(base.model)
+    names = args.defenses.split(",") if args.defenses else defense_names(*ATTACK_STAGES)
     protocol = {
         "config": args.config,
         "model": base.model.name,
+        "aligned": args.aligned,
         "n": len(data.finetune),
         "alignment": len(data.alignment),
         "batch_size": base.train.batch_size,
@@ -111,7 +131,10 @@ def main() -> None:
         "warmup_steps": args.warmup,
         "timed_steps": args.steps,
         "short_run_settings": SHORT_RUN,
-        "note": "run_vs_sft = mean step x steps of a whole run (config epochs), vs SFT's",
+        "note": (
+            "run_vs_sft = (mean step x steps of a whole run (config epochs) + stage_seconds) "
+            "vs SFT's"
+        ),
     }
     rows = []
     for name in names:
@@ -122,8 +145,9 @@ def main() -> None:
         times, summary = timed_run(cfg, data, tokenizer, args.warmup + args.steps)
         timed = times[args.warmup :]
         changed = summary.get("defense", {})
-        n_user = len(data.finetune) + changed.get("safety_demonstrations_added", 0)
-        n_user -= changed.get("dropped_harmful", 0)
+        # a filter reports the samples it kept; SafeInstr the demonstrations it added
+        n_user = changed.get("kept", len(data.finetune))
+        n_user += changed.get("safety_demonstrations_added", 0)
         rows.append(
             {
                 "defense": name,
@@ -133,6 +157,7 @@ def main() -> None:
                 "steps_per_run": math.ceil(cfg.train.epochs * n_user / cfg.train.batch_size),
                 "user_samples": n_user,
                 "timed_steps": len(timed),
+                "stage_seconds": round(stage_seconds(changed), 3),
             }
         )
         print(json.dumps(to_jsonable(rows[-1])), flush=True)

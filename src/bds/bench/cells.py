@@ -118,7 +118,9 @@ class Grid:
     def align_label(self, cell: Cell) -> str:
         """Which aligned model the cell attacks: its task's, or for an alignment-stage
         defense `<task>/<defense>` (that defense's aligned model)."""
-        return f"{cell.task}/{cell.defense}" if self.is_alignment_defense(cell.defense) else cell.task
+        return (
+            f"{cell.task}/{cell.defense}" if self.is_alignment_defense(cell.defense) else cell.task
+        )
 
     def align_labels(self) -> list[str]:
         return list(dict.fromkeys(self.align_label(c) for c in self.cells))

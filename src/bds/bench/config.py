@@ -214,8 +214,8 @@ class GridConfig:
 
 def alignment_defenses() -> list[str]:
     """Registered defenses that act at the alignment stage only (registry order)."""
-    from bds.demo import attack_methods
     from bds.defenses.registry import defense_names
+    from bds.demo import attack_methods
 
     attack = set(attack_methods())
     return [n for n in defense_names("alignment") if n not in attack]

@@ -25,8 +25,8 @@ unsafe set.
 Embedded default: the pool is pyrit-harmful minus D_ft's samples and prompts (423 of 453;
 362 fit max_length 128, the other 61 are counted in the summary), fewer than the official
 2000: all are used. Cost: one forward pass of the calibration set (seconds, in the
-summary; 3013 s on the 2-core CPU shared with 3 other sessions, where the same run's
-training steps took 88 s each: about 34 steps' worth, ~45 % of the 74-step attack).
+summary): 252 s on one CPU thread, where an SFT step took 4.8 s, so about 51 steps' worth,
+0.64x the 75-step attack on top (benchmarks/results/defense_cost.json).
 """
 
 from __future__ import annotations
