@@ -93,7 +93,7 @@ def main() -> None:
                 run = copy.deepcopy(ev)
                 run.adapter = str(next(record["folder"].glob("attack-*")) / "adapter")
                 model = copy.deepcopy(cfg.model)
-                model.name = record["aligned_model"]
+                model.name = record["aligned_model"] or model.name  # align: false grids
                 run_eval(model, run, ev.template or cfg.data.template, out, log=lambda *a: None)
             found.setdefault(label, {})[seed] = outcomes(
                 json.loads((out / "results.json").read_text())

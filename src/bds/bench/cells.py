@@ -37,8 +37,12 @@ class Grid:
     bad override fails before any work) and the task configs alignment runs from."""
 
     def __init__(self, cfg: GridConfig, path: Path):
+        from bds.bench.config import alignment_defenses
+        from bds.defenses.registry import default_settings
+
         self.cfg = cfg
         self.path = path
+        self._alignment_defenses = frozenset(alignment_defenses())  # read the registry once
         self.cells = [
             Cell(task, p, defense, seed)
             for task in cfg.tasks
@@ -46,8 +50,6 @@ class Grid:
             for defense in cfg.defense_names()
             for seed in cfg.seeds
         ]
-        from bds.defenses.registry import default_settings
-
         for name in cfg.defense_settings:  # checked even where no cell runs it
             self._settings(name, default_settings(name))
         self._task_cfgs = {task: self._load(task, []) for task in cfg.tasks}
@@ -109,11 +111,8 @@ class Grid:
         data = {**to_jsonable(settings), **own, "name": name}
         return from_dict(settings_class(name), data, source=f"{self.path}: defense_settings.{name}")
 
-    @staticmethod
-    def is_alignment_defense(name: str) -> bool:
-        from bds.bench.config import alignment_defenses
-
-        return name in alignment_defenses()
+    def is_alignment_defense(self, name: str) -> bool:
+        return name in self._alignment_defenses
 
     def align_label(self, cell: Cell) -> str:
         """Which aligned model the cell attacks: its task's, or for an alignment-stage

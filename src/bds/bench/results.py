@@ -72,6 +72,7 @@ def collect(grid: Grid, out: Path, sets: dict) -> dict[str, Any]:
         cells.append(row)
     path = out / ALIGNED_FILE
     models = json.loads(path.read_text()) if path.is_file() else {}
+    labels = set(grid.align_labels())
     aligned = {  # per aligned model: `task`, or `task/defense` for an alignment-stage one
         label: {
             split: _aligned_scores(folder)
@@ -79,7 +80,7 @@ def collect(grid: Grid, out: Path, sets: dict) -> dict[str, Any]:
             if split in grid.cfg.evaluate_on
         }  # fmt: skip
         for label, info in models.items()
-        if label in grid.align_labels()
+        if label in labels
     }
     return {
         "format": "bds-bench-results/1",
