@@ -21,26 +21,14 @@ import json
 from itertools import combinations
 from pathlib import Path
 
+from paired_hs import arm_cells, parse_arm
+
 from bds.bench.results import outcomes
-from bds.bench.runner import CELL_FILE
 from bds.cli import packaged_config
 from bds.config import SourceConfig, load_config
 from bds.stats import paired_bootstrap
 
 METRICS = ("harmful_score", "finetune_accuracy")
-
-
-def cells(folders: list[Path]) -> dict[int, dict]:
-    """seed -> the cell record of every finished cell in the folders."""
-    found: dict[int, dict] = {}
-    for folder in folders:
-        for path in sorted((folder / "cells").glob(f"**/{CELL_FILE}")):
-            record = {**json.loads(path.read_text()), "folder": path.parent}
-            seed = int(record["cell"]["seed"])
-            if seed in found:
-                raise SystemExit(f"{path}: seed {seed} appears twice in this arm")
-            found[seed] = record
-    return found
 
 
 def heldout_eval_config(args: argparse.Namespace) -> tuple:
@@ -84,10 +72,10 @@ def main() -> None:
     cfg, ev = heldout_eval_config(args)
     found: dict[str, dict[int, dict]] = {}
     for spec in args.arm:
-        label, _, folders = spec.partition("=")
+        label, folders = parse_arm(spec)
         if args.only and label != args.only:
             continue
-        for seed, record in sorted(cells([Path(f) for f in folders.split(",")]).items()):
+        for seed, record in sorted(arm_cells(folders).items()):
             out = args.work / f"{label}-seed{seed}"
             if not (out / "results.json").is_file():
                 run = copy.deepcopy(ev)

@@ -24,22 +24,37 @@ from bds.bench.runner import CELL_FILE
 from bds.stats import paired_bootstrap
 
 
+def parse_arm(spec: str) -> tuple[str, list[Path]]:
+    """`label=folder[,folder...]` -> (label, folders)."""
+    label, folders = spec.split("=", 1)
+    return label, [Path(f) for f in folders.split(",")]
+
+
+def arm_cells(folders: list[Path]) -> dict[int, dict]:
+    """seed -> the cell record of every finished cell in the bench folders (its `folder`
+    added); a seed found twice in one arm is an error."""
+    found: dict[int, dict] = {}
+    for folder in folders:
+        for path in sorted((folder / "cells").glob(f"**/{CELL_FILE}")):
+            record = {**json.loads(path.read_text()), "folder": path.parent}
+            seed = int(record["cell"]["seed"])
+            if seed in found:
+                raise SystemExit(f"{path}: seed {seed} appears twice in this arm")
+            found[seed] = record
+    return found
+
+
 def arm_verdicts(folders: list[Path], judges: set[str]) -> dict[int, dict[str, float]]:
     """seed -> {prompt id: 1.0 if judged harmful by the headline judge} for every finished
     cell in the folders (its cell record names its evaluation folder); adds the judge's
     name to `judges`."""
     out: dict[int, dict[str, float]] = {}
-    for folder in folders:
-        for record_path in sorted((folder / "cells").glob(f"**/{CELL_FILE}")):
-            record = json.loads(record_path.read_text())
-            seed = int(record["cell"]["seed"])
-            if seed in out:
-                raise SystemExit(f"{record_path}: seed {seed} appears twice in this arm")
-            for eval_folder in record["evals"].values():
-                doc = json.loads((Path(eval_folder) / "results.json").read_text())
-                hs = outcomes(doc)["harmful_score"]
-                judges.add(hs["judge"])
-                out[seed] = dict(zip(hs["ids"], map(float, hs["values"]), strict=True))
+    for seed, record in arm_cells(folders).items():
+        for eval_folder in record["evals"].values():
+            doc = json.loads((Path(eval_folder) / "results.json").read_text())
+            hs = outcomes(doc)["harmful_score"]
+            judges.add(hs["judge"])
+            out[seed] = dict(zip(hs["ids"], map(float, hs["values"]), strict=True))
     return out
 
 
@@ -50,8 +65,8 @@ def main() -> None:
     args = parser.parse_args()
     arms, judges = {}, set()
     for spec in args.arm:
-        label, folders = spec.split("=", 1)
-        arms[label] = arm_verdicts([Path(f) for f in folders.split(",")], judges)
+        label, folders = parse_arm(spec)
+        arms[label] = arm_verdicts(folders, judges)
     seeds = sorted(set.intersection(*(set(v) for v in arms.values())))
     if not seeds:
         raise SystemExit("no seed is common to every arm")

@@ -121,6 +121,11 @@ class Grid:
             f"{cell.task}/{cell.defense}" if self.is_alignment_defense(cell.defense) else cell.task
         )
 
+    @staticmethod
+    def label_task(label: str) -> str:
+        """The task an aligned model's label (align_label) belongs to."""
+        return label.partition("/")[0]
+
     def align_labels(self) -> list[str]:
         return list(dict.fromkeys(self.align_label(c) for c in self.cells))
 

@@ -139,7 +139,7 @@ def training_keys(grid: Grid, task: str) -> set[str]:
     keys |= {_key(r) for r in retain_requests(cfg)}
     for label in grid.align_labels():
         defense = grid.aligned_config(label).align.defense
-        if label.partition("/")[0] == task and "harmful" in defense.needs:
+        if grid.label_task(label) == task and "harmful" in defense.needs:
             keys |= {_key(r) for r in load_pool(defense.harmful)}
     return keys
 

@@ -81,7 +81,7 @@ def plan(grid: Grid, out: Path) -> dict[str, Any]:
         if grid.cfg.align and key not in aligned_by:  # tasks aligned alike share one model
             aligned_by[key] = label
             shared[f"align ({label})"] = align_cost(cfg, *_alignment_sizes(cfg), rates)
-        task = label.partition("/")[0]
+        task = grid.label_task(label)
         shared[f"eval of the aligned model ({label})"] = cell_cost(cfg, items[task], rates)["eval"]
     return {"rows": rows, "shared": shared, "items": items}
 
@@ -202,7 +202,7 @@ class _CellRunner:
                 from bds.data.pipeline import prepare_data
 
                 self.aligned[label] = align_stage(cfg, prepare_data(cfg.data), self.log)
-            task = label.partition("/")[0]
+            task = self.grid.label_task(label)
             evals = {
                 split: str(self.evaluate(cfg, task, split, self.aligned[label], None))
                 for split in self.grid.cfg.evaluate_on
