@@ -7,7 +7,7 @@ import pytest
 from bds.config import ModelConfig
 from bds.data.schema import Record
 from bds.errors import BDSInputError
-from bds.eval.generate import generate, load_generator
+from bds.eval.generate import generate, load_generator, shared_prefix_length
 from bds.tiny import save_tiny_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -95,6 +95,9 @@ class Interrupting:
     def config(self):
         return self.model.config
 
+    def __call__(self, **kw):  # the shared prompt prefix's one forward pass
+        return self.model(**kw)
+
     def generate(self, **kw):
         self.calls += 1
         if self.calls == self.fail_at:
@@ -126,3 +129,37 @@ def test_an_interrupted_generation_resumes_from_its_journal(tiny_folder, tmp_pat
     third = Interrupting(model)
     generate(third, tok, RECORDS, "alpaca", **{**kw, "fingerprint": "other"})
     assert third.calls == 3
+
+
+def test_shared_prefix_length_leaves_every_prompt_a_token_of_its_own():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix_length([[1, 2], [1, 2, 3]]) == 1  # the shorter keeps its last token
+    assert shared_prefix_length([[1, 2, 3]]) == 0  # nothing to share with
+    assert shared_prefix_length([[7, 2], [1, 2]]) == 0
+
+
+class Recording(Interrupting):
+    """Keeps each generate() call's prompt width and the length of the cache it was given."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.seen = []
+
+    def generate(self, **kw):
+        cache = kw.get("past_key_values")
+        self.seen.append((kw["input_ids"].shape[1], cache.get_seq_length() if cache else 0))
+        return super().generate(**kw)
+
+
+def test_the_shared_prompt_prefix_is_computed_once_and_changes_no_answer(tiny_folder):
+    model, tok = load_generator(ModelConfig(name=str(tiny_folder)))
+    shared, whole = Recording(model), Recording(model)
+    kw = {"max_new_tokens": 6, "batch_size": 2}
+    with_prefix = generate(shared, tok, RECORDS, "alpaca", **kw)
+    without = generate(whole, tok, RECORDS, "alpaca", share_prefix=False, **kw)
+    assert [g.output for g in with_prefix] == [g.output for g in without]
+    assert [g.new_tokens for g in with_prefix] == [g.new_tokens for g in without]
+    # the alpaca header is shared: every batch starts from its cache, none from scratch
+    prefix = {cached for _, cached in shared.seen}
+    assert len(prefix) == 1 and prefix.pop() >= 8
+    assert all(cached == 0 for _, cached in whole.seen)

@@ -234,6 +234,8 @@ def answer_retain_requests(
         desc="retain answers",
         journal=journal,
         fingerprint=fingerprint,
+        # as the shipped retain answers were made (the cache key does not record it)
+        share_prefix=False,
     )
     kept, cut, empty = [], 0, 0
     for record, gen in zip(requests, answers, strict=True):
