@@ -36,6 +36,9 @@ from bds.io import atomic_directory, short_digest, to_jsonable
 RETAIN_FILE = "retain.jsonl"
 ALIGNMENT_INFO_FILE = "bds_alignment.json"
 ADAPTER_DIR = "adapter"  # the alignment LoRA (PEFT safetensors) beside the merged model
+# The aligned model's answers to the demo's evaluation prompts, as generation journals
+# (bds/eval/generate.py): shipped with the asset, they spare the demo that generation.
+ANSWERS_DIR = "answers"
 # A generated answer that ran into max_new_tokens is cut back to its last full sentence;
 # a base model prompted in a foreign template may also start a new "### ..." turn.
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
@@ -161,11 +164,12 @@ def write_aligned(
     adapter: Path,
     retain_rows: list[dict[str, Any]],
     info: dict[str, Any],
+    answers: Path | None = None,
 ) -> None:
     """Write the aligned model folder (atomically): the merged model, its tokenizer, the
-    adapter itself (ADAPTER_DIR, PEFT safetensors), the retain samples and the alignment
-    info. A built and a shipped adapter both come through here, so the attack stage starts
-    from the same model either way."""
+    adapter itself (ADAPTER_DIR, PEFT safetensors), the retain samples, the alignment info
+    and (shipped only) its evaluation answers (ANSWERS_DIR). A built and a shipped adapter
+    both come through here, so the attack stage starts from the same model either way."""
     from bds.models import load_tokenizer
 
     with atomic_directory(target) as tmp:
@@ -174,6 +178,8 @@ def write_aligned(
         shutil.copytree(adapter, tmp / ADAPTER_DIR)
         if retain_rows:
             _write_jsonl(tmp / RETAIN_FILE, retain_rows)
+        if answers is not None:
+            shutil.copytree(answers, tmp / ANSWERS_DIR)
         (tmp / ALIGNMENT_INFO_FILE).write_text(json.dumps(to_jsonable(info), indent=2))
 
 

@@ -2,15 +2,25 @@
 
 The alignment stage is deterministic: for the same key (bds/align.py: base model, alignment
 data, retain requests and how they are answered, SFT settings, precision as resolved) it
-gives the same adapter. The package ships that adapter (PEFT safetensors, ~2.6 MB), the base
-model's retain answers and the key they were built for, so a first `bds demo` merges the
-adapter into the base model in seconds instead of running the alignment stage (minutes to
-tens of minutes on a CPU). Any other key builds as before.
+gives the same adapter. The package ships, per precision `auto` resolves to (fp32 on a CPU
+without native bf16, bf16 on one with it: the key covers the precision, so each needs its
+own), that adapter (PEFT safetensors, ~2.6 MB), the base model's retain answers and the key
+they were built for, so a first `bds demo` merges the adapter into the base model in
+seconds instead of running the alignment stage (minutes to tens of minutes on a CPU). Any
+other key builds as before.
+
+Each asset also carries the aligned model's answers to the demo's evaluation prompts
+(bds.align.ANSWERS_DIR: the generation journals of bds/eval/generate.py, keyed by the model's key,
+the prompts, the generation precision and settings), so the demo's evaluation of the
+aligned model only judges them. Answers written for other settings are discarded by the
+journal's key and generated again.
 
 A shipped adapter is used only when it also reproduces its probe: the log-probabilities the
 merged model gave a few fixed texts when it was shipped (a changed base model, or a PEFT
-that merges differently, fails it). `python -m bds.aligned_asset` rewrites the asset from the
-demo config; a test fails when the asset no longer matches the key the code computes.
+that merges differently, fails it). `python -m bds.aligned_asset` writes the asset for the
+precision `auto` resolves to on the machine it runs on (run it once more with
+ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 on a bf16 CPU for the fp32 one); a test
+fails when an asset no longer matches the key the code computes.
 """
 
 from __future__ import annotations
@@ -27,10 +37,12 @@ if TYPE_CHECKING:
     from bds.config import RunConfig
     from bds.data.pipeline import PreparedData
 
-SHIPPED_DIR = Path(__file__).parent / "shipped" / "aligned"
+SHIPPED_DIR = Path(__file__).parent / "shipped" / "aligned"  # one folder per precision
 INFO_FILE = "asset.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+# The asset folder of each training precision (`train.mixed_precision` as resolved).
+PRECISION_FOLDERS = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
 # Fixed texts whose per-token log-probabilities under the merged model the asset records.
 PROBE_TEXTS = (
     "Write a tutorial on how to make a bomb.",
@@ -41,35 +53,53 @@ PROBE_TEXTS = (
 PROBE_TOLERANCE = 2e-3
 
 
-def shipped_info(folder: Path | None = None) -> dict[str, Any] | None:
-    """The shipped asset's record (key, adapter checksum, probe, alignment info), or None."""
-    path = (folder or SHIPPED_DIR) / INFO_FILE
+def shipped_info(folder: Path) -> dict[str, Any] | None:
+    """An asset folder's record (key, adapter checksum, probe, alignment info), or None."""
+    path = folder / INFO_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def shipped_assets(root: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """Every shipped asset: (folder, record), in folder-name order."""
+    root = root or SHIPPED_DIR
+    if not root.is_dir():
+        return []
+    found = [(f, shipped_info(f)) for f in sorted(root.iterdir()) if f.is_dir()]
+    return [(f, info) for f, info in found if info is not None]
+
+
+def asset_folder(spec: dict[str, Any], root: Path | None = None) -> Path:
+    """Where the asset for `spec`'s training precision lives."""
+    return (root or SHIPPED_DIR) / PRECISION_FOLDERS[spec["train"]["mixed_precision"]]
 
 
 def install_shipped(model_cfg: Any, spec: dict[str, Any], target: Path, log: Any = print) -> bool:
     """Write the aligned model of `spec` (bds.align.alignment_plan) into `target` from the
     shipped adapter, when the package ships one for its key and it reproduces its probe.
     False: build it instead."""
-    from bds.align import merge_adapter, write_aligned
+    from bds.align import ANSWERS_DIR, merge_adapter, write_aligned
     from bds.io import short_digest
 
-    info = shipped_info()
-    if info is None or info["base"] != model_cfg.name:  # the demo's base model only
+    assets = [(f, i) for f, i in shipped_assets() if i["base"] == model_cfg.name]
+    if not assets:  # the demo's base model only
         return False
     key = short_digest(spec)
-    if info["cache_key"] != key:
+    match = next(((f, i) for f, i in assets if i["cache_key"] == key), None)
+    if match is None:
         precision = spec["train"]["mixed_precision"]
+        shipped = sorted({i["mixed_precision"] for _, i in assets})
         why = (
-            f"mixed_precision {info['mixed_precision']}; here auto resolves to {precision}"
-            if precision != info["mixed_precision"]
+            f"mixed_precision {' / '.join(shipped)}; here auto resolves to {precision}"
+            if precision not in shipped
             else "other settings"
         )
+        keys = ", ".join(i["cache_key"] for _, i in assets)
         log(
-            f"align: the shipped aligned adapter was built for {why} (key {info['cache_key']}, not {key}): building"
+            f"align: the shipped aligned adapter was built for {why} (key {keys}, not {key}): building"
         )
         return False
-    adapter = SHIPPED_DIR / "adapter"
+    folder, info = match
+    adapter = folder / "adapter"
     if _sha256(adapter / ADAPTER_WEIGHTS) != info["adapter_sha256"]:
         log(f"align: {adapter / ADAPTER_WEIGHTS} is not the file recorded in {INFO_FILE}: building")
         return False
@@ -78,9 +108,15 @@ def install_shipped(model_cfg: Any, spec: dict[str, Any], target: Path, log: Any
     if drift > PROBE_TOLERANCE:
         log(f"align: the shipped adapter scores its probe {drift:.2g} apart here: building")
         return False
-    rows = _read_jsonl(SHIPPED_DIR / "retain.jsonl")
-    alignment = {**info["alignment"], "shipped": f"{SHIPPED_DIR.name} asset, key {key}"}
-    write_aligned(target, merged, model_cfg, adapter, rows, alignment)
+    rows = _read_jsonl(folder / "retain.jsonl")
+    alignment = {
+        **info["alignment"],
+        "shipped": f"{folder.parent.name}/{folder.name} asset, key {key}",
+    }
+    answers = folder / ANSWERS_DIR
+    write_aligned(
+        target, merged, model_cfg, adapter, rows, alignment, answers if answers.is_dir() else None
+    )
     log(f"align: using the shipped aligned adapter (key {key}; built with the same settings)")
     return True
 
@@ -98,10 +134,14 @@ def shipped_retain(spec: dict[str, Any], log: Any = print) -> tuple[list, list[s
     retain settings as `spec` (the adapter's key may differ: other SFT settings reuse them)."""
     from bds.data.schema import Record
 
-    info = shipped_info()
-    if info is None or "retain" not in spec or info.get("retain_key") != retain_key(spec):
+    if "retain" not in spec:
         return None
-    rows = _read_jsonl(SHIPPED_DIR / "retain.jsonl")
+    key = retain_key(spec)
+    match = next(((f, i) for f, i in shipped_assets() if i.get("retain_key") == key), None)
+    if match is None:
+        return None
+    folder, info = match
+    rows = _read_jsonl(folder / "retain.jsonl")
     log(f"align: the base model's retain answers are shipped ({len(rows)} samples): reused")
     return [Record(**row) for row in rows], info["alignment"]["retain"]["notes"]
 
@@ -134,10 +174,26 @@ def probe_drift(model: Any, model_cfg: Any, expected: list[list[float]]) -> floa
     )
 
 
-def ship(cfg: RunConfig, data: PreparedData, target: Path = SHIPPED_DIR, log: Any = print) -> Path:
+def ship(
+    cfg: RunConfig,
+    data: PreparedData,
+    root: Path = SHIPPED_DIR,
+    log: Any = print,
+    answers: bool = True,
+) -> Path:
     """Build (or reuse) the aligned model of `cfg` and write its adapter, retain answers,
-    key and probe into `target`."""
-    from bds.align import ADAPTER_DIR, ALIGNMENT_INFO_FILE, RETAIN_FILE, align_stage, alignment_plan
+    key, probe and (`answers`) its answers to `cfg`'s evaluation prompts into the asset
+    folder of its precision under `root`; return that folder."""
+    import tempfile
+
+    from bds.align import (
+        ADAPTER_DIR,
+        ALIGNMENT_INFO_FILE,
+        ANSWERS_DIR,
+        RETAIN_FILE,
+        align_stage,
+        alignment_plan,
+    )
     from bds.errors import BDSInputError
     from bds.io import short_digest
     from bds.models import load_model
@@ -163,14 +219,34 @@ def ship(cfg: RunConfig, data: PreparedData, target: Path = SHIPPED_DIR, log: An
         "probe": probe_logprobs(merged, cfg.model),
         "alignment": json.loads((aligned / ALIGNMENT_INFO_FILE).read_text()),
     }
-    with atomic_directory(target) as tmp:
-        (tmp / "adapter").mkdir()
-        shutil.copyfile(adapter / ADAPTER_WEIGHTS, tmp / "adapter" / ADAPTER_WEIGHTS)
-        (tmp / "adapter" / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=2) + "\n")
-        if (aligned / RETAIN_FILE).is_file():
-            shutil.copyfile(aligned / RETAIN_FILE, tmp / "retain.jsonl")
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    info["alignment"].pop("shipped", None)  # installed from an asset: say how it was built
+    del merged
+    target = asset_folder(spec, root)
+    with tempfile.TemporaryDirectory(prefix="bds-asset-answers-") as work:
+        journals = _evaluation_answers(cfg, aligned, Path(work), log) if answers else None
+        with atomic_directory(target) as tmp:
+            (tmp / "adapter").mkdir()
+            shutil.copyfile(adapter / ADAPTER_WEIGHTS, tmp / "adapter" / ADAPTER_WEIGHTS)
+            (tmp / "adapter" / ADAPTER_CONFIG).write_text(
+                json.dumps(adapter_config, indent=2) + "\n"
+            )
+            if (aligned / RETAIN_FILE).is_file():
+                shutil.copyfile(aligned / RETAIN_FILE, tmp / "retain.jsonl")
+            if journals is not None:
+                shutil.copytree(journals, tmp / ANSWERS_DIR)
+            (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return target
+
+
+def _evaluation_answers(cfg: RunConfig, aligned: Path, work: Path, log: Any) -> Path | None:
+    """The demo's evaluation of the aligned model run in `work`, its generation journals
+    kept: the folder that holds them (None if it wrote none)."""
+    from bds.demo import eval_stage
+    from bds.eval.runner import PARTIAL_DIR
+
+    eval_stage(cfg, aligned, None, work / "eval", log, keep_answers=True)
+    journals = work / "eval" / PARTIAL_DIR
+    return journals if any(journals.glob("*.jsonl")) else None
 
 
 def _with_name(model_cfg: Any, name: str) -> Any:
@@ -190,8 +266,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    """Rewrite the shipped asset from the packaged demo config (runs the alignment stage
-    unless the cache holds its model already)."""
+    """Rewrite the shipped asset of the precision `auto` resolves to here from the packaged
+    demo config (runs the alignment stage unless the cache holds its model already)."""
     from bds.cli import packaged_config
     from bds.config import load_config
     from bds.data.pipeline import prepare_data

@@ -175,8 +175,19 @@ def attack_stage(
     return run_dir
 
 
-def eval_stage(cfg: RunConfig, aligned: Path, adapter: Path | None, out: Path, log: Any) -> dict:
-    from bds.eval.runner import RESULTS_FILE, run_eval
+def eval_stage(
+    cfg: RunConfig,
+    aligned: Path,
+    adapter: Path | None,
+    out: Path,
+    log: Any,
+    keep_answers: bool = False,
+) -> dict:
+    """Evaluate the aligned model (+ an attack's adapter) into `out`; skipped if done. The
+    aligned model's answers shipped with it (bds/aligned_asset.py) are used where they were
+    generated for the same prompts and settings."""
+    from bds.align import ANSWERS_DIR
+    from bds.eval.runner import PARTIAL_DIR, RESULTS_FILE, run_eval
 
     if (out / RESULTS_FILE).is_file():
         log(f"eval: {out.name} done before, kept")
@@ -186,4 +197,37 @@ def eval_stage(cfg: RunConfig, aligned: Path, adapter: Path | None, out: Path, l
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.name = str(aligned)
     log(f"eval: {out.name}")
-    return run_eval(model_cfg, ev, ev.template or cfg.data.template, out, log=log)
+    if adapter is None and (aligned / ANSWERS_DIR).is_dir():
+        _seed_journals(aligned / ANSWERS_DIR, out / PARTIAL_DIR, log)
+    return run_eval(
+        model_cfg,
+        ev,
+        ev.template or cfg.data.template,
+        out,
+        log=log,
+        identity=aligned_identity(aligned),
+        keep_journals=keep_answers,
+    )
+
+
+def aligned_identity(aligned: Path) -> str:
+    """The aligned model's name in its answers' journal keys: its cache key, which names the
+    same model on every machine (its path does not)."""
+    return f"aligned/{aligned.name}"
+
+
+def _seed_journals(answers: Path, partial: Path, log: Any) -> None:
+    """Copy the shipped answers into the evaluation's journal folder (a journal there
+    already, from an interrupted run, is kept). Their key decides whether they are used."""
+    import shutil
+
+    copied = []
+    for journal in sorted(answers.glob("*.jsonl")):
+        if not (partial / journal.name).exists():
+            partial.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(journal, partial / journal.name)
+            copied.append(journal.stem)
+    if copied:
+        log(
+            f"eval: the aligned model's shipped answers ({', '.join(copied)}) are used where their settings match"
+        )

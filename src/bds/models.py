@@ -4,6 +4,7 @@ from a folder or a hub id."""
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,11 @@ from bds.assets import EMBEDDED_PREFIX, embedded_model_dir
 from bds.config import ModelConfig
 from bds.errors import BDSInputError
 from bds.hub import looks_like_local_path
+
+# PEFT (0.21) reads transformers' deprecated `is_gradient_checkpointing` each time it wraps a
+# model (every training run and every evaluation with an adapter): the warning says nothing
+# about this code or its data, so it is not repeated to users.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
 
 
 def resolve_model_path(name: str, revision: str | None = None) -> str:

@@ -90,9 +90,7 @@ def generate(
     if tokenizer.padding_side != "left":
         raise ValueError("generation needs a left-padding tokenizer (load_tokenizer(..., 'left'))")
     torch.manual_seed(seed)  # greedy decoding is deterministic; this covers any sampling hook
-    prompts = [render_prompt(r, template, tokenizer) for r in records]
-    # Tokenise like training does (tokenize.encode): the template text, special tokens added.
-    token_ids = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    prompts, token_ids = _rendered(tokenizer, records, template)
     order = sorted(range(len(prompts)), key=lambda i: -len(token_ids[i]))
     eos = _eos_ids(model, tokenizer)
     config = GenerationConfig(
@@ -104,9 +102,7 @@ def generate(
     )
     device = next(model.parameters()).device
     out: list[Generation | None] = [None] * len(prompts)
-    shared = shared_prefix_length(token_ids) if share_prefix else 0
-    if shared < MIN_SHARED_PREFIX:
-        shared = 0
+    shared = _shared_length(token_ids, share_prefix)
     key = _journal_key(fingerprint, prompts, max_new_tokens, batch_size, shared)
     if journal is not None:
         _read_journal(journal, key, out)
@@ -196,6 +192,36 @@ def _after_prefix(token_ids: list[list[int]], shared: int, pad_id: int) -> dict[
         mask[row, :shared] = 1
         mask[row, width - own :] = 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def journal_key(
+    tokenizer: Any,
+    records: list[Record],
+    template: TemplateName,
+    max_new_tokens: int,
+    batch_size: int = 8,
+    fingerprint: str = "",
+    share_prefix: bool = True,
+) -> str:
+    """The key `generate` with these arguments writes into its journal (a journal written
+    under another key is discarded): to check journaled answers without a model."""
+    prompts, token_ids = _rendered(tokenizer, records, template)
+    shared = _shared_length(token_ids, share_prefix)
+    return _journal_key(fingerprint, prompts, max_new_tokens, batch_size, shared)
+
+
+def _rendered(
+    tokenizer: Any, records: list[Record], template: TemplateName
+) -> tuple[list[str], list[list[int]]]:
+    """The prompts as the model sees them, and their token ids."""
+    prompts = [render_prompt(r, template, tokenizer) for r in records]
+    # Tokenise like training does (tokenize.encode): the template text, special tokens added.
+    return prompts, [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+
+
+def _shared_length(token_ids: list[list[int]], share_prefix: bool) -> int:
+    shared = shared_prefix_length(token_ids) if share_prefix else 0
+    return shared if shared >= MIN_SHARED_PREFIX else 0
 
 
 def _journal_key(

@@ -98,8 +98,14 @@ def run_eval(
     output_dir: str | Path,
     base_dir: str | Path = ".",
     log: Any = print,
+    identity: str | None = None,
+    keep_journals: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate `model_cfg` (+ `ev.adapter`) and write `output_dir/results.json`; return it."""
+    """Evaluate `model_cfg` (+ `ev.adapter`) and write `output_dir/results.json`; return it.
+
+    `identity`: what names the model's weights in the generation journals' key in place of
+    its path (a content key, e.g. an aligned model's cache key), so answers journaled on
+    another machine are recognised. `keep_journals`: leave them in output_dir/PARTIAL_DIR."""
     import torch
 
     from bds.eval.generate import generate, load_generator
@@ -125,7 +131,7 @@ def run_eval(
             seed=ev.seed,
             desc=f"{ps.metric}: generating",
             journal=output_dir / PARTIAL_DIR / f"{ps.metric}.jsonl",
-            fingerprint=_fingerprint(model_cfg, adapter, template),
+            fingerprint=_fingerprint(model_cfg, adapter, template, identity),
         )
     del model
     _free_memory()
@@ -162,13 +168,46 @@ def run_eval(
             )
             write_json(output_dir / ALPACA_EVAL_FILE, rows)
     write_json(output_dir / RESULTS_FILE, results)
-    shutil.rmtree(output_dir / PARTIAL_DIR, ignore_errors=True)
+    if not keep_journals:
+        shutil.rmtree(output_dir / PARTIAL_DIR, ignore_errors=True)
     return results
 
 
-def _fingerprint(model_cfg: ModelConfig, adapter: str | None, template: str) -> str:
-    """What the answers depend on besides the prompts: the model (and its dtype), the
-    adapter's files as they are now (a retrained adapter at the same path differs), the template."""
+def journal_keys(
+    model_cfg: ModelConfig,
+    ev: EvalConfig,
+    template: str,
+    identity: str | None = None,
+    base_dir: str | Path = ".",
+) -> dict[str, str]:
+    """The key run_eval's generation journal of each metric gets (only the tokenizer loads):
+    journaled answers whose key differs are generated again."""
+    from bds.eval.generate import journal_key
+    from bds.models import load_tokenizer, resolve_adapter
+
+    model_cfg = ev.generation_model(model_cfg)
+    adapter = resolve_adapter(ev.adapter) if ev.adapter else None
+    tokenizer = load_tokenizer(model_cfg, padding_side="left")
+    fingerprint = _fingerprint(model_cfg, adapter, template, identity)
+    return {
+        ps.metric: journal_key(
+            tokenizer,
+            ps.records,
+            template,
+            ps.max_new_tokens,
+            ev.batch_size,
+            fingerprint,  # type: ignore[arg-type]
+        )
+        for ps in load_prompt_sets(ev, base_dir)
+    }
+
+
+def _fingerprint(
+    model_cfg: ModelConfig, adapter: str | None, template: str, identity: str | None = None
+) -> str:
+    """What the answers depend on besides the prompts: the model (its `identity` where one is
+    given, else its name or path; and its dtype), the adapter's files as they are now (a
+    retrained adapter at the same path differs), the template."""
     files = []
     if adapter:
         for f in sorted(Path(adapter).glob("*")):
@@ -176,7 +215,7 @@ def _fingerprint(model_cfg: ModelConfig, adapter: str | None, template: str) -> 
                 st = f.stat()
                 files.append([f.name, st.st_size, st.st_mtime_ns])
     return json.dumps(
-        [model_cfg.name, model_cfg.revision, model_cfg.dtype, adapter, files, template]
+        [identity or model_cfg.name, model_cfg.revision, model_cfg.dtype, adapter, files, template]
     )
 
 
