@@ -416,7 +416,8 @@ def tweets_freeform() -> LoadedSource:
 
 
 def _non_ascii_share(text: str) -> float:
-    return sum(not c.isascii() for c in text) / max(len(text), 1)
+    # encoding drops each non-ASCII character: C speed on the ~10 MB of ShareGPT text
+    return (len(text) - len(text.encode("ascii", "ignore"))) / max(len(text), 1)
 
 
 def _instruct_records(
