@@ -90,7 +90,9 @@ def generate(
     if tokenizer.padding_side != "left":
         raise ValueError("generation needs a left-padding tokenizer (load_tokenizer(..., 'left'))")
     torch.manual_seed(seed)  # greedy decoding is deterministic; this covers any sampling hook
-    prompts, token_ids = _rendered(tokenizer, records, template)
+    prompts, token_ids, shared, key = _prepared(
+        tokenizer, records, template, max_new_tokens, batch_size, fingerprint, share_prefix
+    )
     order = sorted(range(len(prompts)), key=lambda i: -len(token_ids[i]))
     eos = _eos_ids(model, tokenizer)
     config = GenerationConfig(
@@ -102,8 +104,6 @@ def generate(
     )
     device = next(model.parameters()).device
     out: list[Generation | None] = [None] * len(prompts)
-    shared = _shared_length(token_ids, share_prefix)
-    key = _journal_key(fingerprint, prompts, max_new_tokens, batch_size, shared)
     if journal is not None:
         _read_journal(journal, key, out)
     done = sum(g is not None for g in out)
@@ -205,23 +205,29 @@ def journal_key(
 ) -> str:
     """The key `generate` with these arguments writes into its journal (a journal written
     under another key is discarded): to check journaled answers without a model."""
-    prompts, token_ids = _rendered(tokenizer, records, template)
-    shared = _shared_length(token_ids, share_prefix)
-    return _journal_key(fingerprint, prompts, max_new_tokens, batch_size, shared)
+    args = (max_new_tokens, batch_size, fingerprint, share_prefix)
+    return _prepared(tokenizer, records, template, *args)[3]
 
 
-def _rendered(
-    tokenizer: Any, records: list[Record], template: TemplateName
-) -> tuple[list[str], list[list[int]]]:
-    """The prompts as the model sees them, and their token ids."""
+def _prepared(
+    tokenizer: Any,
+    records: list[Record],
+    template: TemplateName,
+    max_new_tokens: int,
+    batch_size: int,
+    fingerprint: str,
+    share_prefix: bool,
+) -> tuple[list[str], list[list[int]], int, str]:
+    """The prompts as the model sees them, their token ids, the length of their shared
+    prefix (0: none worth computing once) and the journal key."""
     prompts = [render_prompt(r, template, tokenizer) for r in records]
     # Tokenise like training does (tokenize.encode): the template text, special tokens added.
-    return prompts, [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-
-
-def _shared_length(token_ids: list[list[int]], share_prefix: bool) -> int:
+    token_ids = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
     shared = shared_prefix_length(token_ids) if share_prefix else 0
-    return shared if shared >= MIN_SHARED_PREFIX else 0
+    if shared < MIN_SHARED_PREFIX:
+        shared = 0
+    key = _journal_key(fingerprint, prompts, max_new_tokens, batch_size, shared)
+    return prompts, token_ids, shared, key
 
 
 def _journal_key(
