@@ -158,7 +158,30 @@ def test_all_defenses_come_from_the_registry(tmp_path, grid, capsys):
     assert f"{2 * len(names)} cells, 0 done, 3 to run now" in listed
     for name in names:
         assert f"toy/p=0.2/{name}/seed=0" in listed
-    assert listed.count("later (--limit)") == 2 * len(names) - 3
+    assert listed.count("later (--limit/--only)") == 2 * len(names) - 3
+
+
+def test_only_runs_the_cells_a_pattern_names(tmp_path, grid, capsys):
+    argv = ["bench", "-c", str(grid), "-o", str(tmp_path / "b"), "--dry-run"]
+    assert cli([*argv, "--only", "toy/p=0.2/*/seed=1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "4 cells, 0 done, 2 to run now" in lines[-1]
+    state = {line.split()[0]: line.split()[-1] for line in lines if line.startswith("toy/")}
+    assert state == {
+        "toy/p=0.2/sft/seed=0": "(--limit/--only)",
+        "toy/p=0.2/bds/seed=0": "(--limit/--only)",
+        "toy/p=0.2/sft/seed=1": "run",
+        "toy/p=0.2/bds/seed=1": "run",
+    }
+    # Two patterns add up; --limit then takes the cheapest of what they name.
+    assert cli([*argv, "--only", "*/bds/seed=0", "--only", "*/sft/*", "--limit", "2"]) == 0
+    assert "4 cells, 0 done, 2 to run now" in capsys.readouterr().out
+
+    # A pattern that names no cell (here a typo in the defense) is an input error.
+    assert cli([*argv, "--only", "toy/p=0.2/bsd/*"]) == 2
+    err = capsys.readouterr().err
+    assert "--only 'toy/p=0.2/bsd/*' matches none of the 4 cells" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("name", ["embedded.yaml", "paper.yaml"])

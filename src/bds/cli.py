@@ -331,6 +331,13 @@ def bench(
         bool,
         typer.Option("--dry-run", help="List the cells and their estimated cost; run nothing."),
     ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Run only the cells whose id matches this pattern (repeatable; * and ? "
+            "match any text), e.g. 'sentiment/p=0.2/*/seed=0'."
+        ),
+    ] = None,
 ) -> None:
     """Run a grid of defenses x harmful ratios x tasks x seeds; report with confidence intervals.
 
@@ -339,7 +346,7 @@ def bench(
     """
     from bds.bench.runner import BenchOptions, run_bench
 
-    opts = BenchOptions(Path(config), Path(output), limit, dry_run)
+    opts = BenchOptions(Path(config), Path(output), limit, dry_run, tuple(only or ()))
     results = run_bench(
         opts, log=lambda m: console.print(escape(m), highlight=False, soft_wrap=True)
     )

@@ -55,6 +55,41 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     return out
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)] + [
+        "| " + " | ".join(row) + " |" for row in rows
+    ]
+
+
+def comparison(results: dict[str, Any], minus: str, split: str | None = None) -> list[str]:
+    """A compact table per (task, p) of the report split: each defense's scores (mean over
+    seeds, 95 % CI) and its paired difference to the defense `minus`, then the aligned model
+    before any attack. What the README shows of a bench (benchmarks/readme_tables.py)."""
+    split = split or results["protocol"]["grid"]["evaluate_on"][-1]
+    rows = [r for r in results["statistics"] if r["split"] == split]
+    lines: list[str] = []
+    for task, p in dict.fromkeys((r["task"], r["p"]) for r in rows):
+        mine = [r for r in rows if (r["task"], r["p"]) == (task, p)]
+        metrics = [m for m in METRICS if any(m in r["metrics"] for r in mine)]
+        header = ["defense", "seeds"] + [f"{LABELS[m]} (%)" for m in metrics]
+        header += [f"Δ{LABELS[m]} vs {minus}" for m in metrics]
+        body = []
+        for r in sorted(mine, key=lambda r: (r["defense"] != minus, r["defense"])):
+            got = [r["metrics"].get(m, {}) for m in metrics]
+            vs = ["–" if r["defense"] == minus else _diff(g.get("vs", {}).get(minus)) for g in got]
+            body.append(
+                [r["defense"], str(len(r["seeds"]))] + [_ci(g.get("mean")) for g in got] + vs
+            )
+        aligned = results["aligned_model_scores"].get(task, {}).get(split)
+        if aligned:
+            scores = [f"{aligned[m]:.1f}" if m in aligned else "–" for m in metrics]
+            body.append(["aligned model, no attack", "–"] + scores + ["–"] * len(metrics))
+        if lines:
+            lines.append("")
+        lines += [f"*{split} split, task {task}, p = {p:g}*", ""] + markdown_table(header, body)
+    return lines
+
+
 def _split_lines(results: dict[str, Any]) -> list[str]:
     lines = []
     for name, info in results["protocol"]["splits"].items():
@@ -95,10 +130,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         "",
     ]
     for title, header, body in tables(results):
-        parts += [f"## {title}", "", "| " + " | ".join(header) + " |",
-                  "|" + "---|" * len(header)]  # fmt: skip
-        parts += ["| " + " | ".join(row) + " |" for row in body]
-        parts.append("")
+        parts += [f"## {title}", "", *markdown_table(header, body), ""]
     if results["aligned_model_scores"]:
         parts += ["## The aligned model before any attack", ""]
         for task, splits in results["aligned_model_scores"].items():

@@ -33,6 +33,7 @@ class BenchOptions:
     output: Path
     limit: int | None = None
     dry_run: bool = False
+    only: tuple[str, ...] = ()  # cell-id patterns (fnmatch); empty: every cell
 
 
 def task_metric(cfg: Any) -> str:
@@ -100,13 +101,36 @@ def _alignment_sizes(cfg: Any) -> tuple[int, int]:
     return n_align, n_retain
 
 
-def format_plan(grid: Grid, planned: dict[str, Any], limit: int | None) -> list[str]:
+def selected(rows: list[dict], only: tuple[str, ...], limit: int | None, where: str) -> list:
+    """The pending rows to run now: those whose cell id matches a pattern of `only` (all when
+    empty), cheapest first, the first `limit` of them. A pattern that matches no cell of the
+    grid is an input error: a typo would otherwise run nothing, or everything."""
+    from fnmatch import fnmatchcase
+
+    from bds.errors import BDSInputError
+
+    for pattern in only:
+        if not any(fnmatchcase(r["cell"].id, pattern) for r in rows):
+            example = rows[0]["cell"].id if rows else "none"
+            raise BDSInputError(
+                f"--only {pattern!r} matches none of the {len(rows)} cells of {where}; a cell "
+                f"id reads like {example!r} (task/p=P/defense/seed=S; * and ? match any text)"
+            )
+    pending = [r for r in rows if not r["done"]]
+    if only:
+        pending = [r for r in pending if any(fnmatchcase(r["cell"].id, p) for p in only)]
+    return pending[:limit] if limit is not None else pending
+
+
+def format_plan(
+    grid: Grid, planned: dict[str, Any], limit: int | None, only: tuple[str, ...] = ()
+) -> list[str]:
     rows = planned["rows"]
     pending = [r for r in rows if not r["done"]]
-    chosen = pending[:limit] if limit is not None else pending
+    chosen = selected(rows, only, limit, str(grid.path))
     lines = [f"{'cell':62} {'train s':>9} {'eval s':>9}  state"]
     for r in rows:
-        state = "done" if r["done"] else ("run" if r in chosen else "later (--limit)")
+        state = "done" if r["done"] else ("run" if r in chosen else "later (--limit/--only)")
         c = r["cost"]
         lines.append(f"{r['cell'].id:62} {c['train']:9.0f} {c['eval']:9.0f}  {state}")
     cells_s = sum(sum(r["cost"].values()) for r in chosen)
@@ -132,13 +156,14 @@ def _hours(seconds: float) -> str:
 
 
 def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any] | None:
-    """Run the grid's pending cells (the first `limit` of them), then write the report."""
+    """Run the grid's pending cells (those matching `only`, the first `limit` of them), then
+    write the report over every finished cell."""
     from bds.lock import folder_lock
     from bds.outdir import check_output_dir
 
     grid = Grid(load_grid(opts.grid), opts.grid)
     if opts.dry_run:
-        for line in format_plan(grid, plan(grid, opts.output), opts.limit):
+        for line in format_plan(grid, plan(grid, opts.output), opts.limit, opts.only):
             log(line)
         return None
     check_output_dir(opts.output)
@@ -155,7 +180,7 @@ def _run(grid: Grid, opts: BenchOptions, log: Any) -> dict[str, Any]:
     sets = materialize(grid, out, metrics)
     planned = plan(grid, out)
     pending = [r for r in planned["rows"] if not r["done"]]
-    todo = pending[: opts.limit] if opts.limit is not None else pending
+    todo = selected(planned["rows"], opts.only, opts.limit, str(grid.path))
     first = sum(sum(r["cost"].values()) for r in todo)
     log(f"bench: {len(planned['rows'])} cells, {len(planned['rows']) - len(pending)} done, "
         f"running {len(todo)} (estimated {_hours(first)} + shared stages not yet cached)")  # fmt: skip

@@ -1,0 +1,70 @@
+"""benchmarks/readme_tables.py: the README's comparison tables are generated from the bench
+result files they cite, and stay equal to them."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import readme_tables  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_readme_tables_equal_their_result_files():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme_tables.BLOCK.search(text), "the README has no generated table"
+    assert readme_tables.render(text) == text, "run python benchmarks/readme_tables.py"
+
+
+def _stat(mean, low, high):
+    return {"mean": mean, "low": low, "high": high, "seeds": 2, "items": 10}
+
+
+def _results():
+    def row(defense, hs, vs):
+        metric = {"mean": _stat(hs, hs - 1, hs + 1), "vs": vs}
+        return {"split": "test", "task": "toy", "p": 0.2, "defense": defense, "seeds": [0, 1],
+                "metrics": {"harmful_score": metric}}  # fmt: skip
+
+    return {
+        "statistics": [
+            row("sft", 40.0, {"mix": _stat(30.0, 20.0, 40.0)}),
+            row("mix", 10.0, {}),
+            row("bds", 9.0, {"mix": _stat(-1.0, -3.0, 1.5)}),
+        ],
+        "aligned_model_scores": {"toy": {"test": {"harmful_score": 2.0}}},
+        "protocol": {"grid": {"evaluate_on": ["test"]}},
+    }
+
+
+def test_a_marker_is_filled_from_its_file_and_rewritten_when_the_file_changes(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps(_results()))
+    text = "intro\n<!-- generated: r.json minus mix -->\nold table\n<!-- end generated -->\nend\n"
+    out = readme_tables.render(text, root=tmp_path)
+    lines = out.splitlines()
+    assert lines[0] == "intro" and lines[-1] == "end" and "old table" not in out
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0] == "| defense | seeds | HS (%) | ΔHS vs mix |"
+    # the reference first, then the others by name; the CI that holds 0 is marked (ns)
+    assert table[1] == "| --- | --- | --- | --- |" and table[2:] == [
+        "| mix | 2 | 10.0 [9.0, 11.0] | – |",
+        "| bds | 2 | 9.0 [8.0, 10.0] | -1.0 [-3.0, +1.5] (ns) |",
+        "| sft | 2 | 40.0 [39.0, 41.0] | +30.0 [+20.0, +40.0] |",
+        "| aligned model, no attack | – | 2.0 | – |",
+    ]
+    assert readme_tables.render(out, root=tmp_path) == out  # rendering is idempotent
+
+    changed = _results()
+    changed["statistics"][2]["metrics"]["harmful_score"]["mean"]["mean"] = 5.0
+    (tmp_path / "r.json").write_text(json.dumps(changed))
+    assert "| bds | 2 | 5.0 [8.0, 10.0]" in readme_tables.render(out, root=tmp_path)
+
+
+def test_a_marker_naming_no_result_file_is_one_clear_error(tmp_path):
+    text = "<!-- generated: gone.json minus mix -->\n<!-- end generated -->\n"
+    with pytest.raises(SystemExit, match="gone.json: no such result file"):
+        readme_tables.render(text, root=tmp_path)
