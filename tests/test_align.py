@@ -174,6 +174,10 @@ def test_attack_alignment_set_takes_the_retain_samples_when_asked(
         == list(data.alignment) + [dataclasses.replace(r, source="safe") for r in retain]
     )
     assert seen["sft"] == data.alignment  # plain SFT trains on no alignment set anyway
+    # the retain samples are marked (SafeInstr draws safety demonstrations from D_safe only)
+    assert [bool(r.meta.get("retain")) for r in seen["bds"]] == [False] * len(data.alignment) + [
+        True
+    ] * len(retain)
 
 
 def test_an_interrupted_alignment_resumes_from_its_journal_and_checkpoint(

@@ -36,7 +36,11 @@ def _results():
             row("mix", 10.0, {}),
             row("bds", 9.0, {"mix": _stat(-1.0, -3.0, 1.5)}),
         ],
-        "aligned_model_scores": {"toy": {"test": {"harmful_score": 2.0}}},
+        "aligned_model_scores": {
+            "toy": {"test": {"harmful_score": 2.0}},
+            "toy/vaccine": {"test": {"harmful_score": 4.0}},
+            "other": {"test": {"harmful_score": 9.0}},  # another task's: not in toy's table
+        },
         "protocol": {"grid": {"evaluate_on": ["test"]}},
     }
 
@@ -55,6 +59,7 @@ def test_a_marker_is_filled_from_its_file_and_rewritten_when_the_file_changes(tm
         "| bds | 2 | 9.0 [8.0, 10.0] | -1.0 [-3.0, +1.5] (ns) |",
         "| sft | 2 | 40.0 [39.0, 41.0] | +30.0 [+20.0, +40.0] |",
         "| aligned model, no attack | – | 2.0 | – |",
+        "| aligned model (vaccine), no attack | – | 4.0 | – |",
     ]
     assert readme_tables.render(out, root=tmp_path) == out  # rendering is idempotent
 

@@ -185,12 +185,16 @@ def write_aligned(
 
 def saved_retain(aligned: Path) -> list[Record]:
     """The retain samples an aligned model was trained on (empty if it had none), labelled
-    `safe`: provider data, as D_safe is."""
+    `safe`: provider data, as D_safe is; `meta["retain"]` tells them from D_safe's refusals
+    (a defense that wants safety demonstrations only, as SafeInstr, leaves them out)."""
     path = aligned / RETAIN_FILE
     if not path.is_file():
         return []
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    return [Record(**{**row, "source": "safe"}) for row in rows]
+    return [
+        Record(**{**row, "source": "safe", "meta": {**row.get("meta", {}), "retain": True}})
+        for row in rows
+    ]
 
 
 def retain_requests(cfg: RunConfig) -> list[Record]:

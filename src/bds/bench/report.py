@@ -63,8 +63,8 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def comparison(results: dict[str, Any], minus: str, split: str | None = None) -> list[str]:
     """A compact table per (task, p) of the report split: each defense's scores (mean over
-    seeds, 95 % CI) and its paired difference to the defense `minus`, then the aligned model
-    before any attack. What the README shows of a bench (benchmarks/readme_tables.py)."""
+    seeds, 95 % CI) and its paired difference to the defense `minus`, then the aligned models
+    before any attack (an alignment-stage defense's own one named after it). What the README shows of a bench (benchmarks/readme_tables.py)."""
     split = split or results["protocol"]["grid"]["evaluate_on"][-1]
     rows = [r for r in results["statistics"] if r["split"] == split]
     lines: list[str] = []
@@ -80,10 +80,13 @@ def comparison(results: dict[str, Any], minus: str, split: str | None = None) ->
             body.append(
                 [r["defense"], str(len(r["seeds"]))] + [_ci(g.get("mean")) for g in got] + vs
             )
-        aligned = results["aligned_model_scores"].get(task, {}).get(split)
-        if aligned:
+        for label, splits in results["aligned_model_scores"].items():
+            aligned = splits.get(split)
+            if not aligned or label.split("/")[0] != task:
+                continue
+            name = f" ({label.split('/', 1)[1]})" if "/" in label else ""  # aligned by a defense
             scores = [f"{aligned[m]:.1f}" if m in aligned else "–" for m in metrics]
-            body.append(["aligned model, no attack", "–"] + scores + ["–"] * len(metrics))
+            body.append([f"aligned model{name}, no attack", "–"] + scores + ["–"] * len(metrics))
         if lines:
             lines.append("")
         lines += [f"*{split} split, task {task}, p = {p:g}*", ""] + markdown_table(header, body)

@@ -3,7 +3,10 @@ added to the user data, then plain SFT on the union.
 
 k = round(fraction * N) samples of the run's alignment set (harmful prompt + refusal) join
 the N user samples, drawn without replacement with the training seed; each is then seen
-as often as any user sample, shuffled among them.
+as often as any user sample, shuffled among them. Retain samples in the alignment set
+(helpful answers the model was aligned on, `align.retain_in_alignment_set`) are no safety
+demonstrations and are never drawn: on the demo's set (140 refusals + 414 retain answers)
+a draw over both added about 2.5 refusals and 7.5 helpful answers per 100 user samples.
 
 Faithful to vinid/safety-tuned-llamas: data/training/saferpaca_Instructions_{100..2000}.json
 are 20,000 Alpaca samples plus k = 100...2000 safety demonstrations (0.5 %-10 %),
@@ -48,15 +51,20 @@ class SafeInstr(Defense):
     def prepare_data(self, data: Any) -> Any:
         n = len(data.finetune)
         k = max(1, round(self.settings.fraction * n))
-        if k > len(data.alignment):
+        demonstrations = [r for r in data.alignment if not r.meta.get("retain")]
+        if k > len(demonstrations):
             raise BDSInputError(
                 f"defense safeinstr: fraction {self.settings.fraction} of {n} user samples is "
-                f"{k} demonstrations, but the alignment set holds {len(data.alignment)}; "
-                "lower defense.fraction or give a larger data.alignment"
+                f"{k} demonstrations, but the alignment set holds {len(demonstrations)} safety "
+                "demonstrations; lower defense.fraction or give a larger data.alignment"
             )
-        picked = random.Random(self.run.tc.seed).sample(list(data.alignment), k)
+        picked = random.Random(self.run.tc.seed).sample(demonstrations, k)
         self.added = [r.id for r in picked]
+        self.retain_left_out = len(data.alignment) - len(demonstrations)
         return dataclasses.replace(data, finetune=list(data.finetune) + picked)
 
     def summary(self) -> dict[str, Any]:
-        return {"safety_demonstrations_added": len(self.added)}
+        return {
+            "safety_demonstrations_added": len(self.added),
+            "retain_samples_not_drawn": self.retain_left_out,
+        }
