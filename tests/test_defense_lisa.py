@@ -1,6 +1,7 @@
 """Lisa: alignment / user states alternate by its step split, and the proximal term pulls
 toward the weights at the last switch."""
 
+import pytest
 import torch
 from trainer_setup import (
     adapter_weights,
@@ -10,6 +11,7 @@ from trainer_setup import (
     train_tiny,
 )
 
+from bds.errors import BDSInputError
 from bds.training import checkpoint as ckpt
 from bds.training.trainer import train
 
@@ -60,3 +62,10 @@ def test_an_interrupted_lisa_run_resumes_exactly(tmp_path):
     a = adapter_weights(straight.output_dir / "adapter")
     b = adapter_weights(resumed.output_dir / "adapter")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_too_short_to_leave_the_first_alignment_state_is_refused(tmp_path):
+    settings = {**SPLIT, "alignment_steps": 10, "finetune_steps": 90}
+    with pytest.raises(BDSInputError, match="all 10 steps of this run fall in the first"):
+        train_tiny(tmp_path / "run", settings, max_steps=10)
+    assert not (tmp_path / "run" / "adapter").exists()  # nothing written as if it had trained

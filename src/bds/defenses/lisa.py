@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from bds.defenses.base import Defense, StepBatch
 from bds.defenses.registry import Data, DefenseSettings
-from bds.errors import FieldError
+from bds.errors import BDSInputError, FieldError
 
 
 @dataclass
@@ -64,10 +64,13 @@ class Lisa(Defense):
         self.trained = [p for p in run.peft_model.parameters() if p.requires_grad]
         self.anchor = [p.detach().clone() for p in self.trained]  # both states start here
         if run.total_steps <= s.alignment_steps:  # the official split assumes long runs
-            run.accelerator.print(
-                f"lisa: all {run.total_steps} steps fall in the first alignment state "
-                f"(alignment_steps {s.alignment_steps}): no user sample is trained on; "
-                "shorten defense.alignment_steps / finetune_steps for a run this short"
+            # The run would train on the alignment set alone and return a model that never
+            # saw the user's data (a bench run of 48 steps did: FA 0, every tweet refused).
+            raise BDSInputError(
+                f"defense lisa: all {run.total_steps} steps of this run fall in the first "
+                f"alignment state (defense.alignment_steps {s.alignment_steps}), so no user "
+                "sample would be trained on; set defense.alignment_steps and "
+                "defense.finetune_steps for a run this short (e.g. 1 and 9: the official 1:9)"
             )
 
     def in_alignment_state(self, step: int) -> bool:
