@@ -64,7 +64,8 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def comparison(results: dict[str, Any], minus: str, split: str | None = None) -> list[str]:
     """A compact table per (task, p) of the report split: each defense's scores (mean over
     seeds, 95 % CI) and its paired difference to the defense `minus`, then the aligned models
-    before any attack (an alignment-stage defense's own one named after it). What the README shows of a bench (benchmarks/readme_tables.py)."""
+    before any attack (an alignment-stage defense's own one named after it). What the README
+    shows of a bench (benchmarks/readme_tables.py)."""
     split = split or results["protocol"]["grid"]["evaluate_on"][-1]
     rows = [r for r in results["statistics"] if r["split"] == split]
     lines: list[str] = []
