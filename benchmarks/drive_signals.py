@@ -26,6 +26,19 @@ every harmful one, 0.5 = no signal, < 0.5 = the signal favours the harmful sampl
                    -pool  pyrit-harmful answers to D_safe's prompts, minus every record in
                           the user's data (a defender's harmful pool, disjoint from the attack)
                  with suffix -k4 (CONTRAST_PREFIXES): only the first 4 response tokens labelled
+  refusal-*      how strongly the alignment set's answer applies to the sample's own prompt:
+                 D_safe's refusals (REFUSAL_PROBES of them, first REFUSAL_TOKENS tokens)
+                 put behind x_i and scored by the aligned model (no gradient):
+                   -fit     mean loss of the refusals behind x_i (high = x_i is not a
+                            prompt the alignment set would refuse)
+                   -margin  that loss minus l_i (per token): the model's preference for the
+                            sample's own answer over a refusal
+                   -shift   the same refusal loss at the aligned model minus at the base
+                            model: what alignment taught about refusing x_i
+                   -open    -log of the probability mass of the generic refusal openings
+                            (REFUSAL_OPENINGS, D_safe's commonest) right after x_i: the
+                            aligned model's propensity to refuse x_i (high = it would not)
+                   -open-shift  that at the aligned model minus at the base model
 
 dirs: all (the demo's alignment set: D_safe + retain answers), refusal (D_safe only),
 retain (the retain answers only).
@@ -120,16 +133,8 @@ def dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 
 def losses(model, samples) -> list[float]:
-    with torch.no_grad():
-        return [
-            float(
-                per_sample_loss(
-                    model(input_ids=torch.tensor([s.input_ids])).logits,
-                    torch.tensor([s.labels]),
-                )[0]
-            )
-            for s in samples
-        ]
+    # batched (right padding, masked): equal to one sample at a time up to float rounding
+    return batch_losses(model, samples)
 
 
 def lora_model(model, cfg):
@@ -194,6 +199,62 @@ def contrast_pairs(cfg, data, log=print) -> dict[str, tuple[list, list]]:
     }
 
 
+REFUSAL_PROBES = 8
+REFUSAL_TOKENS = 16
+REFUSAL_OPENINGS = (
+    "I am sorry",
+    "I'm sorry, but",
+    "I can't help",
+    "I cannot help",
+    "Sorry, I can't",
+)
+
+
+def refusal_probes(user_records, alignment, tokenizer, d) -> tuple[list, list[int]]:
+    """Every user prompt with each of REFUSAL_PROBES refusals (cut to REFUSAL_TOKENS tokens)
+    as its answer; returns the samples and, for each, the index of its user sample."""
+    refusals = [r for r in alignment if not r.meta.get("retain")][:: max(1, len(alignment) // 64)]
+    picks = refusals[:REFUSAL_PROBES]
+    cut = [tokenizer.decode(tokenizer(r.response)["input_ids"][:REFUSAL_TOKENS]) for r in picks]
+    records, owner = [], []
+    for i, u in enumerate(user_records):
+        for k, text in enumerate(cut):
+            records.append(dataclasses.replace(u, id=f"{u.id}#refusal{k}", response=text))
+            owner.append(i)
+    samples, report = tokenize_records(records, tokenizer, d.template, d.max_length, "truncate")
+    assert len(samples) == len(records), report
+    return samples, owner
+
+
+def _unlabel_last(sample):
+    last = max(i for i, t in enumerate(sample.labels) if t != IGNORE_INDEX)
+    return dataclasses.replace(
+        sample, labels=[*sample.labels[:last], IGNORE_INDEX, *sample.labels[last + 1 :]]
+    )
+
+
+def opening_propensity(model, user_records, tokenizer, d) -> list[float]:
+    """-log sum_o p(o | x_i) over REFUSAL_OPENINGS o (sequence probabilities)."""
+    records = [
+        dataclasses.replace(u, id=f"{u.id}#open{k}", response=o)
+        for u in user_records
+        for k, o in enumerate(REFUSAL_OPENINGS)
+    ]
+    samples, report = tokenize_records(records, tokenizer, d.template, d.max_length, "truncate")
+    assert len(samples) == len(records), report
+    # the template labels an end-of-turn token after the opening: not part of it
+    samples = [_unlabel_last(s) for s in samples]
+    # per_sample_loss is the mean over the labelled tokens: back to a sum, then
+    # log-sum-exp over the openings
+    logp = torch.tensor(
+        [
+            -m * s.n_response_tokens
+            for m, s in zip(batch_losses(model, samples), samples, strict=True)
+        ]
+    ).view(len(user_records), len(REFUSAL_OPENINGS))
+    return (-torch.logsumexp(logp, dim=1)).tolist()
+
+
 def screen(
     task: str, p: float, base_cfg, aligned: Path, retain, tokenizer, groups: set[str]
 ) -> dict:
@@ -216,6 +277,27 @@ def screen(
     l_aligned = losses(model, user)
     scores["loss"] = [-x for x in l_aligned]
     scores["align-delta"] = [b - a for a, b in zip(l_aligned, losses(base, user), strict=True)]
+    if "refusal" in groups:
+        kept = {s.id for s in user}
+        records = [r for r in data.finetune if r.id in kept]
+        probes, owner = refusal_probes(records, data.alignment, tokenizer, d)
+
+        def per_user(values: list[float]) -> list[float]:
+            sums = [0.0] * len(user)
+            for v, i in zip(values, owner, strict=True):
+                sums[i] += v / REFUSAL_PROBES
+            return sums
+
+        fit = per_user(batch_losses(model, probes))
+        scores["refusal-fit"] = fit
+        scores["refusal-margin"] = [f - x for f, x in zip(fit, l_aligned, strict=True)]
+        base_fit = per_user(batch_losses(base, probes))
+        scores["refusal-shift"] = [f - b for f, b in zip(fit, base_fit, strict=True)]
+        opening = opening_propensity(model, records, tokenizer, d)
+        scores["refusal-open"] = opening
+        base_open = opening_propensity(base, records, tokenizer, d)
+        scores["refusal-open-shift"] = [a - b for a, b in zip(opening, base_open, strict=True)]
+        print(f"  {task} p={p} refusal probes done", flush=True)
     del base
 
     weights = target_weights(model, list(cfg.train.lora.target_modules))

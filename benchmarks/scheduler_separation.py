@@ -15,7 +15,9 @@ Drives: loss (the reference code: each sample's current loss), conflict (the ali
 update's first-order effect on each sample's loss, against the alignment direction averaged
 over about an epoch), conflict-step (against each step's own alignment batch), twin (loss
 minus the loss of a reference adapter that starts from the same init and is stepped on the
-same weighted user batches without D_safe: the finite form of the conflict drive).
+same weighted user batches without D_safe: the finite form of the conflict drive),
+evidence (how much the alignment stage raised the probability of refusing each sample's
+prompt, against the base model: bds/training/evidence.py).
 
 Results are written after every run, and rows already in --output are kept (resume).
 
@@ -53,6 +55,7 @@ DRIVES = {
     "conflict": {"drive": "conflict", "conflict_window": "epoch", "safety_agnostic": False},
     "conflict-step": {"drive": "conflict", "conflict_window": "step", "safety_agnostic": False},
     "twin": {"drive": "loss", "safety_agnostic": True, "reference_weights": "scheduler"},
+    "evidence": {"drive": "evidence", "safety_agnostic": False},
 }
 
 
@@ -73,6 +76,7 @@ def run_one(cfg, data, tokenizer) -> dict:
         wall = time.perf_counter() - t0
     s = result.summary
     w = s["weights"]
+    evidence = s.get("evidence", {})
     sft_share = data.mix.n_harmful / len(data.finetune)
     share = w["training_weight_share"].get("harmful", 0.0)
     return {
@@ -85,6 +89,7 @@ def run_one(cfg, data, tokenizer) -> dict:
         "mean_step_seconds": s["mean_step_seconds"],
         "mixed_precision": s["mixed_precision"],
         "wall_seconds": round(wall, 1),
+        **({"evidence": evidence} if evidence else {}),
     }
 
 

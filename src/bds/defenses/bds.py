@@ -2,10 +2,11 @@
 
 Each step: read the user batch's weights w_i from the scheduler (without gradient), update
 the model on  mean CE(alignment batch) + mean_i(w_i * l_i(user)), then update the scheduler
-on each sample's drive (its loss, or the conflict drive: how much the alignment updates
-raise it; bds/training/conflict.py), gathered from all ranks so every rank applies the
-same update and holds the same weights. Reference code: the BDS authors'; where it departs
-from the paper see docs/training.md and docs/lab_notes.md.
+on each sample's drive (its loss; the conflict drive: how much the alignment updates
+raise it, bds/training/conflict.py; or the evidence drive: how much the alignment stage
+taught the model to refuse its prompt, bds/training/evidence.py), gathered from all ranks
+so every rank applies the same update and holds the same weights. Reference code: the BDS
+authors'; where it departs from the paper see docs/training.md and docs/lab_notes.md.
 
 Presets (the same hooks, other defaults): `bds` (scalar scheduler), `bds-neural` (the
 amortized neural scheduler), `bds-no-align` (no alignment batch: weights only).
@@ -36,7 +37,16 @@ class BDSSettings(DefenseSettings):
     scheduler: the data scheduler (kind scalar or neural, transform, lr, priors...).
     drive: what the scheduler weighs each user sample by (training/conflict.py derives
     both): loss: its current loss (the reference code); conflict: how much the alignment
-    updates have raised it, the first-order form of the posterior's l_i - l_i(theta_ref).
+    updates have raised it, the first-order form of the posterior's l_i - l_i(theta_ref);
+    evidence: how much the alignment stage raised the probability of refusing its prompt
+    (training/evidence.py; measured once, before the first step).
+    evidence_base: the model the fine-tuned one was aligned from (drive evidence); by
+    default the one its bds alignment stage recorded. evidence_openings: the refusal
+    openings scored; by default the evidence_count commonest of the alignment set's.
+    evidence_presolve: the evidence does not depend on the model being trained, so the
+    scheduler runs its updates on it (as many as the run has steps, on the run's own user
+    batches) before the first step, and the weights act from the first step; without it
+    the first epoch trains as Mix does, as with the other drives.
     conflict_window: the alignment direction each visit is measured against: the mean
     over about the last epoch of steps (epoch), or this step's alignment batch (step).
     safety_agnostic: drive by l_i - l_i(theta_ref), theta_ref a twin adapter fitted to
@@ -55,7 +65,11 @@ class BDSSettings(DefenseSettings):
     alignment: bool = True
     alignment_weight: float = 1.0
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    drive: Literal["loss", "conflict"] = "loss"
+    drive: Literal["loss", "conflict", "evidence"] = "loss"
+    evidence_base: str | None = None
+    evidence_openings: list[str] | None = None
+    evidence_count: int = 5
+    evidence_presolve: bool = True
     conflict_window: Literal["epoch", "step"] = "epoch"
     safety_agnostic: bool = False
     reference_weights: Literal["scheduler", "uniform"] = "scheduler"
@@ -70,26 +84,28 @@ class BDSSettings(DefenseSettings):
         from bds.defenses.mix import check_alignment_weight
 
         check_alignment_weight(self.alignment_weight)
+        if self.evidence_count < 1:
+            raise FieldError("evidence_count", f"{self.evidence_count} must be at least 1")
         if self.warm_start and self.scheduler.kind != "scalar":
             raise FieldError(
                 "warm_start",
                 "starts the scalar scheduler's logits; the neural scheduler starts from a "
                 "saved scheduler folder: use scheduler.neural.init_from",
             )
-        if self.drive != "conflict":
+        if self.drive == "loss":
             return
-        if not self.alignment:
+        for key, bad, why in (
+            ("safety_agnostic", True, f"the {self.drive} drive reads no l_i(theta_ref)"),
+            ("scheduler_losses", "updated", f"the {self.drive} drive reads no losses"),
+        ):
+            if getattr(self, key) == bad:
+                raise FieldError(key, f"{bad} does not apply with drive: {self.drive} ({why})")
+        if self.drive == "conflict" and not self.alignment:
             raise FieldError(
                 "drive",
                 f"conflict measures each sample against the alignment batch; {self.name} "
-                "has no alignment batch: use bds or drive loss",
+                "has no alignment batch: use bds, or drive loss or evidence",
             )
-        for key, bad, why in (
-            ("safety_agnostic", True, "the conflict drive already is l_i - l_i(theta_ref)"),
-            ("scheduler_losses", "updated", "the conflict drive reads no losses"),
-        ):
-            if getattr(self, key) == bad:
-                raise FieldError(key, f"{bad} does not apply with drive: conflict ({why})")
 
     def check_run(self, cfg: Any) -> None:
         """Settings of other sections this one depends on."""
@@ -110,7 +126,7 @@ class BDSSettings(DefenseSettings):
             return super().variant(name)
         out = copy.deepcopy(self)
         out.name, out.alignment, out.scheduler.kind = name, *preset
-        if not out.alignment:
+        if not out.alignment and out.drive == "conflict":
             out.drive = "loss"  # no alignment batch to conflict with
         return out
 
@@ -151,6 +167,7 @@ class BDS(Defense):
         self.ref_optimizer = None
         self.probe = None
         self.conflict = None
+        self.evidence = None  # e_i per user sample (drive evidence)
 
     # ---------------------------------------------------------------- set-up ------------
 
@@ -190,6 +207,48 @@ class BDS(Defense):
             self.ref_optimizer = torch.optim.AdamW(
                 ref_params, lr=run.tc.lr, weight_decay=run.tc.weight_decay
             )
+        if s.drive == "evidence":
+            self.evidence = self._alignment_evidence()
+            if s.evidence_presolve and not s.warm_start:
+                self._presolve()
+
+    def _presolve(self) -> None:
+        """The scheduler's updates on the evidence, the run's user batches in its order
+        (every rank the global batch, as after_step gathers it), before any model step."""
+        import torch
+
+        sampler = self.run.user_sampler
+        for step in range(self.run.total_steps):
+            index = torch.tensor(sampler.global_batch(step), dtype=torch.long)
+            self.scheduler.update(index, self.evidence[index])
+        self.trajectory[0] = self.scheduler.all_weights().tolist()
+
+    def _alignment_evidence(self) -> Any:
+        """e_i for every user sample, at the model fine-tuning starts from (its LoRA is
+        still zero) against the pre-alignment model, loaded for this and freed."""
+        from bds.models import load_model
+        from bds.training.evidence import alignment_evidence, refusal_openings, resolve_base
+
+        run, s = self.run, self.settings
+        openings = refusal_openings(run.data.alignment, s.evidence_openings, s.evidence_count)
+        self.evidence_openings_used = openings
+        base_cfg = copy.deepcopy(run.cfg.model)
+        base_cfg.name = resolve_base(self.settings.evidence_base, run.cfg.model.name)
+        base = load_model(base_cfg).to(run.accelerator.device).eval()
+        records = {r.id: r for r in run.data.finetune}
+        kept = [records[s.id] for s in run.user]
+        model = run.peft_model
+        was_training = model.training
+        model.eval()
+        try:
+            evidence = alignment_evidence(
+                model, base, kept, openings, run.tokenizer, run.cfg.data.template,
+                run.cfg.data.max_length, autocast=run.accelerator.autocast,
+            )  # fmt: skip
+        finally:
+            model.train(was_training)
+            del base
+        return evidence.float().cpu()
 
     def _conflict_horizon(self) -> int:
         """Steps the conflict drive averages the alignment direction over."""
@@ -254,6 +313,8 @@ class BDS(Defense):
             drive = self.conflict.accumulate(all_index, all_rates, step)
             stats["conflict_rate_mean"] = float(all_rates.mean())
             return drive
+        if self.evidence is not None:  # fixed before the first step, the same on every rank
+            return self.evidence[all_index]
         drive = self.user_losses.detach()
         if s.scheduler_losses == "updated":  # losses at the parameters after this step
             import torch
@@ -371,6 +432,27 @@ class BDS(Defense):
         summary["weights"] = weight_summary(sources, weights.tolist())
         summary["weights"]["training_weight_share"] = _shares(self.applied_weight)
         summary["drive"] = self.settings.drive
+        if self.evidence is not None:
+            summary["evidence"] = {
+                "openings": self.evidence_openings_used,
+                **_evidence_summary(self.evidence, sources),
+            }
+
+
+def _evidence_summary(evidence: Any, sources: list[str]) -> dict[str, Any]:
+    """Mean e_i per source, and its AUROC benign vs harmful (benign lower = 1.0)."""
+    from bds.stats import auroc
+
+    values = evidence.tolist()
+    by = {
+        src: [v for v, s in zip(values, sources, strict=True) if s == src] for src in set(sources)
+    }
+    out: dict[str, Any] = {"mean": {k: round(sum(v) / len(v), 4) for k, v in sorted(by.items())}}
+    if by.get("benign") and by.get("harmful"):
+        # auroc(a, b): P(a > b); a benign sample should carry less evidence than a harmful one
+        value = auroc([-v for v in by["benign"]], [-v for v in by["harmful"]])
+        out["auroc_benign_vs_harmful"] = None if value is None else round(value, 4)
+    return out
 
 
 def _warm_start_logits(path: Path, user: list[Any]) -> Any:
