@@ -147,7 +147,8 @@ def refusal_log_mass(
         logp_first = torch.log_softmax(first.logits[:, -1].float(), dim=-1).cpu()  # (r, V)
         total = torch.stack([logp_first[:, o[0]] for o in openings], dim=1)  # (r, k)
         if longest > 1:
-            cache = first.past_key_values
+            # `cache` since transformers 5.x (the old name warns); `past_key_values` before
+            cache = first["cache"] if "cache" in first else first.past_key_values
             cache.batch_repeat_interleave(k)
             n_real = mask.sum(-1).repeat_interleave(k)  # (r*k,)
             steps = torch.arange(tail.shape[1])
