@@ -45,23 +45,26 @@ from bds.errors import BDSInputError
 # The embedded D_safe's five commonest 3-word openings ("I am sorry", "I can't help", "I'm
 # sorry, but", ...) open 88 of its 140 refusals.
 OPENING_WORDS = 3
-ALIGNMENT_FILE = "bds_alignment.json"  # bds/aligned_asset.py: names the base model
 
 
 def base_model_of(aligned: str) -> str | None:
     """The model an aligned checkpoint (a bds alignment stage's output) was aligned from."""
-    path = Path(aligned) / ALIGNMENT_FILE
+    from bds.align import ALIGNMENT_INFO_FILE
+
+    path = Path(aligned) / ALIGNMENT_INFO_FILE
     if not path.is_file():
         return None
     return json.loads(path.read_text()).get("base")
 
 
 def resolve_base(settings_base: str | None, model_name: str) -> str:
+    from bds.align import ALIGNMENT_INFO_FILE
+
     base = settings_base or base_model_of(model_name)
     if base is None:
         raise BDSInputError(
             f"defense.drive: evidence compares the model with the one it was aligned from, "
-            f"and {model_name} does not say which (no {ALIGNMENT_FILE}): set "
+            f"and {model_name} does not say which (no {ALIGNMENT_INFO_FILE}): set "
             "defense.evidence_base to the pre-alignment model"
         )
     return base
@@ -148,7 +151,7 @@ def refusal_log_mass(
         total = torch.stack([logp_first[:, o[0]] for o in openings], dim=1)  # (r, k)
         if longest > 1:
             # `cache` since transformers 5.x (the old name warns); `past_key_values` before
-            cache = first["cache"] if "cache" in first else first.past_key_values
+            cache = first["cache"] if "cache" in first else first.past_key_values  # noqa: SIM401
             cache.batch_repeat_interleave(k)
             n_real = mask.sum(-1).repeat_interleave(k)  # (r*k,)
             steps = torch.arange(tail.shape[1])
