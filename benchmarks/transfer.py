@@ -16,6 +16,8 @@
     python benchmarks/transfer.py --output runs/bench/transfer [--demo-dir runs/demo-default]
     python benchmarks/transfer.py --output runs/bench/transfer-lora --skip-defense \
         --neural-train lora --encoder-lr 1e-4
+    python benchmarks/transfer.py --output runs/bench/transfer-evidence --skip-defense \
+        --drive evidence
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def main() -> None:
         "--neural-train", choices=["head", "lora", "full"], help="defense.scheduler.neural.train"
     )
     parser.add_argument("--encoder-lr", type=float, help="defense.scheduler.neural.encoder_lr")
+    parser.add_argument("--drive", choices=["loss", "conflict", "evidence"], help="defense.drive")
     args = parser.parse_args()
 
     out = Path(args.output)
@@ -69,6 +72,8 @@ def main() -> None:
         cfg.defense.scheduler.neural.train = args.neural_train
     if args.encoder_lr:
         cfg.defense.scheduler.neural.encoder_lr = args.encoder_lr
+    if args.drive:
+        cfg.defense.drive = args.drive
     demo_dir = out / "demo"
     if args.demo_dir and not demo_dir.exists():
         shutil.copytree(args.demo_dir, demo_dir, symlinks=True)

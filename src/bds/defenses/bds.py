@@ -233,10 +233,10 @@ class BDS(Defense):
         openings = refusal_openings(run.data.alignment, s.evidence_openings, s.evidence_count)
         self.evidence_openings_used = openings
         base_cfg = copy.deepcopy(run.cfg.model)
-        base_cfg.name = resolve_base(self.settings.evidence_base, run.cfg.model.name)
+        base_cfg.name = resolve_base(s.evidence_base, run.cfg.model.name)
         base = load_model(base_cfg).to(run.accelerator.device).eval()
         records = {r.id: r for r in run.data.finetune}
-        kept = [records[s.id] for s in run.user]
+        kept = [records[sample.id] for sample in run.user]  # the samples tokenizing kept
         model = run.peft_model
         was_training = model.training
         model.eval()
