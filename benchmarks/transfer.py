@@ -136,7 +136,11 @@ def main() -> None:
         }
         print(name, json.dumps(result["transfer"][name]), flush=True)
 
-    # 3. step time, same batches
+    # 3. step time, same batches (on the base model: the evidence drive, which needs an
+    # aligned model and its base, times the same step as the loss drive; not timed here)
+    if cfg.defense.drive == "evidence":
+        result["step_time"] = {"skipped": "drive evidence: the step is the loss drive's"}
+        return _write(result, cfg, methods, scheduler_dir, args, out)
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data)
     scalar = time_variant(variant(cfg, args.steps, defense="bds"), data, tokenizer, "bds-scalar")
@@ -151,6 +155,10 @@ def main() -> None:
     }
     print(f"neural/scalar step time: {ratio:.3f}", flush=True)
 
+    _write(result, cfg, methods, scheduler_dir, args, out)
+
+
+def _write(result: dict, cfg, methods, scheduler_dir, args, out: Path) -> None:
     result["protocol"] = {
         "config": cfg,
         "methods": methods,
