@@ -36,7 +36,7 @@ every harmful one, 0.5 = no signal, < 0.5 = the signal favours the harmful sampl
                    -shift   the same refusal loss at the aligned model minus at the base
                             model: what alignment taught about refusing x_i
                    -open    -log of the probability mass of the generic refusal openings
-                            (REFUSAL_OPENINGS, D_safe's commonest) right after x_i: the
+                            (the evidence drive's: D_safe's commonest) right after x_i: the
                             aligned model's propensity to refuse x_i (high = it would not)
                    -open-shift  that at the aligned model minus at the base model
 
@@ -68,10 +68,12 @@ from bds.config import load_config
 from bds.data.pipeline import prepare_data
 from bds.data.schema import Record
 from bds.data.tokenize import IGNORE_INDEX, tokenize_records
+from bds.defenses.bds import BDSSettings
 from bds.io import short_digest
 from bds.models import load_model, load_tokenizer
 from bds.stats import auroc
 from bds.training.batching import collate
+from bds.training.evidence import prompt_and_opening_ids, refusal_log_mass, refusal_openings
 from bds.training.losses import per_sample_loss
 
 
@@ -201,13 +203,6 @@ def contrast_pairs(cfg, data, log=print) -> dict[str, tuple[list, list]]:
 
 REFUSAL_PROBES = 8
 REFUSAL_TOKENS = 16
-REFUSAL_OPENINGS = (
-    "I am sorry",
-    "I'm sorry, but",
-    "I can't help",
-    "I cannot help",
-    "Sorry, I can't",
-)
 
 
 def refusal_probes(user_records, alignment, tokenizer, d) -> tuple[list, list[int]]:
@@ -226,33 +221,14 @@ def refusal_probes(user_records, alignment, tokenizer, d) -> tuple[list, list[in
     return samples, owner
 
 
-def _unlabel_last(sample):
-    last = max(i for i, t in enumerate(sample.labels) if t != IGNORE_INDEX)
-    return dataclasses.replace(
-        sample, labels=[*sample.labels[:last], IGNORE_INDEX, *sample.labels[last + 1 :]]
+def opening_propensity(model, user_records, openings, tokenizer, d) -> list[float]:
+    """-log sum_o p(o | x_i) over the openings o: the evidence drive's own computation
+    (bds.training.evidence), so the screen measures what the drive will use."""
+    prompts, opening_ids = prompt_and_opening_ids(
+        user_records, openings, tokenizer, d.template, d.max_length
     )
-
-
-def opening_propensity(model, user_records, tokenizer, d) -> list[float]:
-    """-log sum_o p(o | x_i) over REFUSAL_OPENINGS o (sequence probabilities)."""
-    records = [
-        dataclasses.replace(u, id=f"{u.id}#open{k}", response=o)
-        for u in user_records
-        for k, o in enumerate(REFUSAL_OPENINGS)
-    ]
-    samples, report = tokenize_records(records, tokenizer, d.template, d.max_length, "truncate")
-    assert len(samples) == len(records), report
-    # the template labels an end-of-turn token after the opening: not part of it
-    samples = [_unlabel_last(s) for s in samples]
-    # per_sample_loss is the mean over the labelled tokens: back to a sum, then
-    # log-sum-exp over the openings
-    logp = torch.tensor(
-        [
-            -m * s.n_response_tokens
-            for m, s in zip(batch_losses(model, samples), samples, strict=True)
-        ]
-    ).view(len(user_records), len(REFUSAL_OPENINGS))
-    return (-torch.logsumexp(logp, dim=1)).tolist()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return (-refusal_log_mass(model, prompts, opening_ids, pad)).tolist()
 
 
 def screen(
@@ -293,9 +269,10 @@ def screen(
         scores["refusal-margin"] = [f - x for f, x in zip(fit, l_aligned, strict=True)]
         base_fit = per_user(batch_losses(base, probes))
         scores["refusal-shift"] = [f - b for f, b in zip(fit, base_fit, strict=True)]
-        opening = opening_propensity(model, records, tokenizer, d)
+        openings = refusal_openings(data.alignment, None, BDSSettings.evidence_count)
+        opening = opening_propensity(model, records, openings, tokenizer, d)
         scores["refusal-open"] = opening
-        base_open = opening_propensity(base, records, tokenizer, d)
+        base_open = opening_propensity(base, records, openings, tokenizer, d)
         scores["refusal-open-shift"] = [a - b for a, b in zip(opening, base_open, strict=True)]
         print(f"  {task} p={p} refusal probes done", flush=True)
     del base

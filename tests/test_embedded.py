@@ -14,7 +14,7 @@ def sources():
 @pytest.mark.parametrize(
     "name,minimum,label",
     [
-        ("pyrit-harmful", 400, "harmful"),
+        ("pyrit-harmful", 250, "harmful"),
         ("pyrit-safe", 100, "safe"),
         ("advbench", 500, "harmful"),
         ("manyshot-harmful", 200, "harmful"),

@@ -75,3 +75,43 @@ def paired_bootstrap(
         "seeds": n_seeds,
         "items": n_items,
     }
+
+
+def grouped_bootstrap_mean(
+    values: Sequence[float],
+    groups: Sequence[str],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Mean of `values` and its percentile bootstrap CI, resampling whole groups.
+
+    Items of one group (answers to one request) are not independent, so each resample
+    draws groups with replacement and takes every item of each drawn group.
+    Returns {"mean", "low", "high", "n", "groups"}.
+    """
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or x.size == 0 or len(groups) != len(x):
+        raise ValueError(
+            f"grouped_bootstrap_mean needs equal non-empty values and groups, got "
+            f"{x.shape} and {len(groups)}"
+        )
+    names = sorted(set(groups))
+    index = {g: i for i, g in enumerate(names)}
+    gid = np.asarray([index[g] for g in groups])
+    sums = np.bincount(gid, weights=x, minlength=len(names))
+    sizes = np.bincount(gid, minlength=len(names)).astype(float)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, len(names), size=(resamples, len(names)))
+    means = sums[drawn].sum(axis=1) / sizes[drawn].sum(axis=1)
+    tail = (1.0 - level) / 2
+    return {
+        "mean": float(x.mean()),
+        "low": float(np.quantile(means, tail)),
+        "high": float(np.quantile(means, 1.0 - tail)),
+        "n": int(x.size),
+        "groups": len(names),
+    }

@@ -129,9 +129,13 @@ def scored_responses() -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _scored_records(name: str, keep: pd.Series, source: str) -> LoadedSource:
+def _scored_records(
+    name: str, keep: Callable, source: str, exclude: pd.Series | None = None
+) -> LoadedSource:
+    """The scored rows `keep` selects (a score band), less those `exclude` marks."""
     df = scored_responses()
-    rows = df[keep(df)]
+    band = keep(df)
+    rows = df[band & ~exclude] if exclude is not None else df[band]
     records, seen, dupes = [], set(), 0
     for r in rows.itertuples():
         key = (normalize(r.objective), normalize(r.response))
@@ -148,15 +152,20 @@ def _scored_records(name: str, keep: pd.Series, source: str) -> LoadedSource:
                 meta={"human_score": float(r.score), "file": r.file},
             )
         )
-    notes = [f"{len(df) - len(rows)} of {len(df)} scored rows outside this source's score band"]
+    notes = [f"{int((~band).sum())} of {len(df)} scored rows outside this source's score band"]
+    if exclude is not None:
+        notes.append(f"{int((band & exclude).sum())} rows in the band left out: {exclude.name}")
     if dupes:
         notes.append(f"{dupes} duplicate (prompt, response) pairs dropped")
     return LoadedSource(name, records, notes)
 
 
 def pyrit_harmful() -> LoadedSource:
-    """Harmful prompt + compliant harmful answer (human score >= 0.75)."""
-    return _scored_records("pyrit-harmful", lambda d: d.score >= HARMFUL_MIN_SCORE, "harmful")
+    """Harmful prompt + compliant harmful answer (human score >= 0.75), on the attack's
+    requests only: those of the refusal judge's share (`judge_request`) are left out."""
+    return _scored_records(
+        "pyrit-harmful", lambda d: d.score >= HARMFUL_MIN_SCORE, "harmful", _judge_rows()
+    )
 
 
 def pyrit_safe() -> LoadedSource:
@@ -168,6 +177,37 @@ def pyrit_safe() -> LoadedSource:
     )
     loaded.notes.append("kept only score-0 answers that open with a refusal")
     return loaded
+
+
+# The scored requests are split between the attack and the refusal judge, so the judge
+# trains on no text the attack, D_safe or the evaluation uses: pyrit-safe (D_safe) keeps all
+# its requests; of the others, a fixed JUDGE_SHARE (hashed on the normalised request) go to
+# the judge, the rest to pyrit-harmful. 0.5 leaves the attack 280 answers to 187 requests
+# (p = 0.5 of N = 100 draws 50) and the judge about 340 human-labelled answers.
+JUDGE_SHARE = 0.5
+JUDGE_SPLIT_SALT = "pyrit-judge-partition"
+
+
+@lru_cache(maxsize=1)
+def alignment_requests() -> frozenset[str]:
+    """Normalised requests of pyrit-safe (D_safe): never the judge's."""
+    return frozenset(normalize(r.instruction) for r in pyrit_safe().records)
+
+
+def judge_request(request: str) -> bool:
+    """Whether a scored request is the refusal judge's (so never the attack's)."""
+    key = normalize(request)
+    return key not in alignment_requests() and stable_fraction(key, JUDGE_SPLIT_SALT) < JUDGE_SHARE
+
+
+@lru_cache(maxsize=1)
+def _judge_rows() -> pd.Series:
+    rows = scored_responses().objective.map(judge_request)
+    rows.name = (
+        f"on the refusal judge's requests (a fixed {JUDGE_SHARE:.0%} of the scored requests "
+        "pyrit-safe does not hold: the judge trains on them, the attack never)"
+    )
+    return rows
 
 
 def training_prompts() -> list[str]:

@@ -147,8 +147,10 @@ def refusal_log_mass(
                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device),
                 use_cache=longest > 1,
             )
-        logp_first = torch.log_softmax(first.logits[:, -1].float(), dim=-1).cpu()  # (r, V)
-        total = torch.stack([logp_first[:, o[0]] for o in openings], dim=1)  # (r, k)
+        last = first.logits[:, -1].float()  # (r, V)
+        firsts = torch.tensor([o[0] for o in openings], device=last.device)
+        # log p(first token): its logit minus the log-normaliser; no full-vocabulary softmax
+        total = last[:, firsts] - torch.logsumexp(last, dim=-1, keepdim=True)  # (r, k)
         if longest > 1:
             # `cache` since transformers 5.x (the old name warns); `past_key_values` before
             cache = first["cache"] if "cache" in first else first.past_key_values  # noqa: SIM401
@@ -168,15 +170,16 @@ def refusal_log_mass(
                     position_ids=(n_real[:, None] + steps[None, :]).to(device),
                     past_key_values=cache,
                 )
-            logp = (
-                torch.log_softmax(rest.logits.float(), dim=-1)
-                .cpu()
-                .view(r, k, -1, rest.logits.shape[-1])
-            )
+            logits = rest.logits.float().view(r, k, tail.shape[1], -1)  # (r, k, T, V)
+            # the token each opening position predicts (its next token), pad where it has none
+            targets = torch.zeros((k, tail.shape[1]), dtype=torch.long)
             for j, o in enumerate(openings):
-                for t in range(1, len(o)):
-                    total[:, j] += logp[:, j, t - 1, o[t]]
-        out.append(torch.logsumexp(total, dim=1))
+                targets[j, : len(o) - 1] = torch.tensor(o[1:], dtype=torch.long)
+            targets = targets.to(logits.device)
+            picked = logits.gather(-1, targets[None, :, :, None].expand(r, -1, -1, 1))[..., 0]
+            logp = picked - torch.logsumexp(logits, dim=-1)  # (r, k, T)
+            total = total + (logp * tail_mask.to(logp.device)[None]).sum(-1)
+        out.append(torch.logsumexp(total, dim=1).cpu())
     return torch.cat(out)
 
 

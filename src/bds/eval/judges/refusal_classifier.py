@@ -98,11 +98,21 @@ def cache_key(encoder: Encoder, data_fingerprint: str) -> str:
         **feature_spec(encoder),
         "data": data_fingerprint,
         "classifier": rt.CLASSIFIER,
-        "heldout_fraction": rt.HELDOUT_FRACTION,
+        "split": "held apart: attack, D_safe, retain and evaluation requests",
         "augment_fraction": rt.AUGMENT_FRACTION,
         "truncate_chars": rt.TRUNCATE_CHARS,
-        "augmentations": ["refuse_then_comply", "truncated", "helpful_openings", "off_topic"],
+        "augmentations": [
+            "refuse_then_comply",
+            "truncated",
+            "helpful_openings",
+            "off_topic",
+            "refusals_alone",
+            "refuse_then_deflect",
+        ],
+        "deflect_fraction": rt.DEFLECT_FRACTION,
+        "deflect_connectors": rt.DEFLECT_CONNECTORS,
         "off_topic_fraction": rt.OFF_TOPIC_FRACTION,
+        "refusal_sentence": rt.REFUSAL_SENTENCE.pattern,
         "connectors": rt.CONNECTORS,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
