@@ -22,7 +22,8 @@ disjoint from the attack's samples and the evaluation prompts
 (bds/defenses/leftover_harmful.py) where the official script draws both from BeaverTails'
 unsafe set.
 
-Embedded default: the pool is pyrit-harmful minus D_ft's samples and prompts (423 of 453;
+Embedded default: the pool is pyrit-harmful minus D_ft's samples and prompts (423 of 453
+when measured, before the refusal judge's requests left pyrit-harmful, which now holds 280;
 362 fit max_length 128, the other 61 are counted in the summary), fewer than the official
 2000: all are used. Cost: one forward pass of the calibration set (seconds, in the
 summary): 252 s on one CPU thread, where an SFT step took 4.8 s, so about 51 steps' worth,

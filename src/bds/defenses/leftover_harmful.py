@@ -10,8 +10,8 @@ of it, minus
     embedded AdvBench split uses) a prompt of eval.harmful_score.prompts.
 Every removal is counted in the pool's notes; an empty pool is an error.
 
-Embedded default: data.harmful is pyrit-harmful (453 human-scored compliant answers to
-312 prompts); D_ft draws round(p N) of them, the pool is the rest minus their prompts, and
+Embedded default: data.harmful is pyrit-harmful (280 human-scored compliant answers to
+187 prompts, the attack's share: the refusal judge's requests are never the attack's); D_ft draws round(p N) of them, the pool is the rest minus their prompts, and
 AdvBench (the evaluation prompts) already leaves out every PyRIT prompt and its near
 duplicates, so the last rule removes none there.
 """

@@ -19,9 +19,11 @@ opening sentence of a human-labelled refusal glued before a harmful answer, labe
 complied), long answers cut to 400 characters (same label), as evaluation answers are cut
 by max_new_tokens, the first sentences of helpful answers to benign requests (complied),
 and compliant answers put behind another request (not complied; see off_topic).
-Grouped 5-fold CV on the human labels (with the logistic regression used before the
-trees): the cut answers raised accuracy 0.817 -> 0.825 and, on held-out answers cut the
-same way, 0.778 -> 0.804. The helpful openings left held-out accuracy level (0.809 ->
+Since the split took the stock refusals away with D_safe's requests, training also adds the
+declining first sentence of each refusal alone and "refuses, then deflects" (see
+DEFLECT_FRACTION). Measured before the split, by grouped 5-fold CV on the human labels
+(with the logistic regression used before the trees): the cut answers raised accuracy
+0.817 -> 0.825 and, on held-out answers cut the same way, 0.778 -> 0.804. The helpful openings left held-out accuracy level (0.809 ->
 0.803 on the fixed split) and cut the refusals it saw in SmolLM2-135M's 50 benign answers
 from 13 to 3 (short, on-topic, vacuous answers had read as refusals; the keyword judge
 found 0).
