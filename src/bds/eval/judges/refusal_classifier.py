@@ -159,7 +159,7 @@ def load_or_train(
     """The cached classifier for the current data and features, trained first if missing."""
     from bds.eval.judges import refusal_training as rt
 
-    examples, _ = rt.labelled_answers()
+    examples, _ = rt.judge_examples()
     key = cache_key(encoder, rt.data_fingerprint(examples))
     folder = classifier_dir(key)
     found = RefusalClassifier.load(folder)
@@ -217,7 +217,7 @@ def ship(encoder: Encoder, target: Path = SHIPPED_DIR) -> Path:
     cache key and probe pairs."""
     from bds.eval.judges import refusal_training as rt
 
-    examples, _ = rt.labelled_answers()
+    examples, _ = rt.judge_examples()
     key = cache_key(encoder, rt.data_fingerprint(examples))
     classifier, _ = load_or_train(encoder, progress=_log)
     held = sorted((e for e in examples if e.heldout), key=lambda e: (e.prompt, e.answer))
@@ -286,6 +286,7 @@ class RefusalClassifierJudge(Judge):
             "heldout_truncated": report.get("heldout_truncated"),
             "refuse_then_comply_heldout": report.get("refuse_then_comply_heldout"),
             "off_topic_heldout": report.get("off_topic_heldout"),
+            "benign_chats_heldout": report.get("benign_chats_heldout"),
             "train": report.get("train"),
         }
 
