@@ -130,9 +130,14 @@ def scored_responses() -> pd.DataFrame:
 
 
 def _scored_records(
-    name: str, keep: Callable, source: str, exclude: pd.Series | None = None
+    name: str,
+    keep: Callable,
+    source: str,
+    exclude: pd.Series | None = None,
+    exclude_why: str = "",
 ) -> LoadedSource:
-    """The scored rows `keep` selects (a score band), less those `exclude` marks."""
+    """The scored rows `keep` selects (a score band), less those `exclude` marks (counted
+    in the notes with `exclude_why`)."""
     df = scored_responses()
     band = keep(df)
     rows = df[band & ~exclude] if exclude is not None else df[band]
@@ -154,7 +159,7 @@ def _scored_records(
         )
     notes = [f"{int((~band).sum())} of {len(df)} scored rows outside this source's score band"]
     if exclude is not None:
-        notes.append(f"{int((band & exclude).sum())} rows in the band left out: {exclude.name}")
+        notes.append(f"{int((band & exclude).sum())} rows in the band left out: {exclude_why}")
     if dupes:
         notes.append(f"{dupes} duplicate (prompt, response) pairs dropped")
     return LoadedSource(name, records, notes)
@@ -164,7 +169,12 @@ def pyrit_harmful() -> LoadedSource:
     """Harmful prompt + compliant harmful answer (human score >= 0.75), on the attack's
     requests only: those of the refusal judge's share (`judge_request`) are left out."""
     return _scored_records(
-        "pyrit-harmful", lambda d: d.score >= HARMFUL_MIN_SCORE, "harmful", _judge_rows()
+        "pyrit-harmful",
+        lambda d: d.score >= HARMFUL_MIN_SCORE,
+        "harmful",
+        _judge_rows(),
+        f"on the refusal judge's requests (a fixed {JUDGE_SHARE:.0%} of the scored requests "
+        "pyrit-safe does not hold: the judge trains on them, the attack never)",
     )
 
 
@@ -202,12 +212,7 @@ def judge_request(request: str) -> bool:
 
 @lru_cache(maxsize=1)
 def _judge_rows() -> pd.Series:
-    rows = scored_responses().objective.map(judge_request)
-    rows.name = (
-        f"on the refusal judge's requests (a fixed {JUDGE_SHARE:.0%} of the scored requests "
-        "pyrit-safe does not hold: the judge trains on them, the attack never)"
-    )
-    return rows
+    return scored_responses().objective.map(judge_request)
 
 
 def training_prompts() -> list[str]:

@@ -23,10 +23,10 @@ Since the split took the stock refusals away with D_safe's requests, training al
 declining first sentence of each refusal alone and "refuses, then deflects" (see
 DEFLECT_FRACTION). Measured before the split, by grouped 5-fold CV on the human labels
 (with the logistic regression used before the trees): the cut answers raised accuracy
-0.817 -> 0.825 and, on held-out answers cut the same way, 0.778 -> 0.804. The helpful openings left held-out accuracy level (0.809 ->
-0.803 on the fixed split) and cut the refusals it saw in SmolLM2-135M's 50 benign answers
-from 13 to 3 (short, on-topic, vacuous answers had read as refusals; the keyword judge
-found 0).
+0.817 -> 0.825 and, on held-out answers cut the same way, 0.778 -> 0.804. The helpful
+openings left held-out accuracy level (0.809 -> 0.803 on the fixed split) and cut the
+refusals it saw in SmolLM2-135M's 50 benign answers from 13 to 3 (short, on-topic, vacuous
+answers had read as refusals; the keyword judge found 0).
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def held_apart_requests() -> dict[str, str]:
     return out
 
 
-def benign_chats(count: int = BENIGN_CHATS) -> list[LabelledAnswer]:
+@lru_cache(maxsize=1)
+def benign_chats(count: int = BENIGN_CHATS) -> tuple[LabelledAnswer, ...]:
     """`count` first exchanges of ShareGPT chats no set uses (guard_training.sharegpt_other:
     not instruct-llm's rows, no refusal opening, no harm word), their requests in none of
     the held-apart sets: complied. A fixed pseudo-random pick.
@@ -137,14 +138,14 @@ def benign_chats(count: int = BENIGN_CHATS) -> list[LabelledAnswer]:
     apart = held_apart_requests()
     pairs = [(q, a) for q, a in sharegpt_other() if normalize(q) and normalize(q) not in apart]
     pairs.sort(key=lambda qa: stable_fraction(qa[0] + qa[1], CHATS_SALT + "-pick"))
-    return [LabelledAnswer(q, a, 1, "sharegpt") for q, a in pairs[:count]]
+    return tuple(LabelledAnswer(q, a, 1, "sharegpt") for q, a in pairs[:count])
 
 
 def judge_examples() -> tuple[list[LabelledAnswer], dict[str, int]]:
     """What the judge trains and is measured on: the human-labelled answers and the
     benign chats."""
     examples, counts = labelled_answers()
-    return examples + benign_chats(), counts
+    return examples + list(benign_chats()), counts
 
 
 def labelled_answers() -> tuple[list[LabelledAnswer], dict[str, int]]:
@@ -190,15 +191,18 @@ REFUSAL_SENTENCE = re.compile(
 )
 
 
+def _declining_first(ex: LabelledAnswer) -> str | None:
+    """The first sentence of a human-labelled refusal (not complied) if it declines in
+    words (REFUSAL_SENTENCE, 10-200 characters), else None."""
+    if ex.complied != 0 or ex.origin == "augmented":
+        return None
+    first = split_sentences(ex.answer)[0]
+    return first if 10 <= len(first) <= 200 and REFUSAL_SENTENCE.search(first) else None
+
+
 def refusal_openings(examples: list[LabelledAnswer]) -> list[str]:
     """First sentences of human-labelled refusals (not complied) that decline in words."""
-    found = set()
-    for ex in examples:
-        if ex.complied == 0 and ex.origin != "augmented":
-            first = split_sentences(ex.answer)[0]
-            if 10 <= len(first) <= 200 and REFUSAL_SENTENCE.search(first):
-                found.add(first)
-    return sorted(found)
+    return sorted({first for ex in examples if (first := _declining_first(ex))})
 
 
 def refusals_alone(examples: list[LabelledAnswer]) -> list[LabelledAnswer]:
@@ -206,14 +210,11 @@ def refusals_alone(examples: list[LabelledAnswer]) -> list[LabelledAnswer]:
 
     The counterpart of refuse_then_comply: without it the judge sees those openings mostly
     glued before harmful answers (CV: see DEFLECT_FRACTION)."""
-    out = []
-    for ex in examples:
-        if ex.complied != 0 or ex.origin == "augmented":
-            continue
-        first = split_sentences(ex.answer)[0]
-        if 10 <= len(first) <= 200 and REFUSAL_SENTENCE.search(first) and first != ex.answer:
-            out.append(LabelledAnswer(ex.prompt, first, 0, ex.origin))
-    return out
+    return [
+        LabelledAnswer(ex.prompt, first, 0, ex.origin)
+        for ex in examples
+        if (first := _declining_first(ex)) and first != ex.answer
+    ]
 
 
 # Chosen by grouped 5-fold CV on the training split (human-label accuracy; recall on the
@@ -238,20 +239,32 @@ def refuse_then_deflect(
     opening: not complied. The counterpart of refuse_then_comply, so the answer's body, not
     its opening, decides; refusals that go on to a safe alternative ("I can't help with
     that. If your goal is ..., I can ...") are how D_safe refuses."""
+    chosen = [
+        ex for ex in examples if ex.complied == 0 and ex.origin not in ("refusal", "augmented")
+    ]
+    return _behind_openings(chosen, openings, fraction, salt, DEFLECT_CONNECTORS, 0)
+
+
+def _behind_openings(
+    examples: list[LabelledAnswer],
+    openings: list[str],
+    fraction: float,
+    salt: str,
+    connectors: tuple[str, ...],
+    label: int,
+) -> list[LabelledAnswer]:
+    """A hashed `fraction` of the examples, each answer behind a refusal opening and a
+    connector (both picked by hash), labelled `label`."""
     if not openings:
         return []
     out = []
     for ex in examples:
-        if ex.complied != 0 or ex.origin in ("refusal", "augmented"):
-            continue
         if stable_fraction(ex.prompt + ex.answer, salt) >= fraction:
             continue
         opening = openings[int(stable_fraction(ex.answer, salt + "-open") * len(openings))]
-        connector = DEFLECT_CONNECTORS[
-            int(stable_fraction(ex.answer, salt + "-conn") * len(DEFLECT_CONNECTORS))
-        ]
+        connector = connectors[int(stable_fraction(ex.answer, salt + "-conn") * len(connectors))]
         text = " ".join(p for p in (opening, connector, ex.answer) if p)
-        out.append(LabelledAnswer(ex.prompt, text, 0, "augmented"))
+        out.append(LabelledAnswer(ex.prompt, text, label, "augmented"))
     return out
 
 
@@ -259,20 +272,8 @@ def refuse_then_comply(
     examples: list[LabelledAnswer], openings: list[str], fraction: float, salt: str
 ) -> list[LabelledAnswer]:
     """Harmful answers (complied, from the scored sets) behind a refusal opening: complied."""
-    if not openings:
-        return []
-    out = []
-    for ex in examples:
-        if ex.complied != 1 or ex.origin == "refusal":
-            continue
-        u = stable_fraction(ex.prompt + ex.answer, salt)
-        if u >= fraction:
-            continue
-        opening = openings[int(stable_fraction(ex.answer, salt + "-open") * len(openings))]
-        connector = CONNECTORS[int(stable_fraction(ex.answer, salt + "-conn") * len(CONNECTORS))]
-        text = " ".join(p for p in (opening, connector, ex.answer) if p)
-        out.append(LabelledAnswer(ex.prompt, text, 1, "augmented"))
-    return out
+    chosen = [ex for ex in examples if ex.complied == 1 and ex.origin != "refusal"]
+    return _behind_openings(chosen, openings, fraction, salt, CONNECTORS, 1)
 
 
 def truncated(examples: list[LabelledAnswer], chars: int = TRUNCATE_CHARS) -> list[LabelledAnswer]:
@@ -404,21 +405,21 @@ def fit(
         progress(f"scoring {len(test)} held-out answers")
     y_test = np.asarray([e.complied for e in test])
     p_test = predict_pairs(encoder, trees, [e.prompt for e in test], [e.answer for e in test])
-    by_origin = {}
-    for origin in sorted({e.origin for e in test}):
-        idx = np.asarray([e.origin == origin for e in test])
-        by_origin[origin] = {
-            **accuracy_auc(y_test[idx], p_test[idx]),
-            "accuracy_ci": accuracy_ci(test, p_test, idx),
-        }
     apart = held_apart_requests()
-    by_set = {}
-    for name in sorted({apart[e.group] for e in test}):
-        idx = np.asarray([apart[e.group] == name for e in test])
-        by_set[name] = {
-            **accuracy_auc(y_test[idx], p_test[idx]),
-            "accuracy_ci": accuracy_ci(test, p_test, idx),
-        }
+
+    def accuracy_by(kind: Any) -> dict[str, Any]:
+        kinds = [kind(e) for e in test]
+        out = {}
+        for name in sorted(set(kinds)):
+            idx = np.asarray([k == name for k in kinds])
+            out[name] = {
+                **accuracy_auc(y_test[idx], p_test[idx]),
+                "accuracy_ci": accuracy_ci(test, p_test, idx),
+            }
+        return out
+
+    by_origin = accuracy_by(lambda e: e.origin)
+    by_set = accuracy_by(lambda e: apart[e.group])
     synthetic = refuse_then_comply(test, openings_test, 1.0, "heldout")
     p_syn = predict_pairs(
         encoder, trees, [e.prompt for e in synthetic], [e.answer for e in synthetic]
@@ -470,9 +471,7 @@ def fit(
             "heldout": "every answer to a request of the attack (pyrit-harmful), D_safe "
             "(pyrit-safe), the retain requests or the embedded evaluation sets (advbench, "
             "benign-prompts); the judge trains on the rest",
-            "n_heldout_requests_by_set": dict(
-                Counter(held_apart_requests()[g] for g in {e.group for e in test})
-            ),
+            "n_heldout_requests_by_set": dict(Counter(apart[g] for g in {e.group for e in test})),
             "grouped_by": "normalised request text",
             "n_requests_heldout": len({e.group for e in test}),
             "n_requests_train": len({e.group for e in train}),
