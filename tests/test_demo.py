@@ -96,7 +96,7 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, demo_config, capsys):
     printed = capsys.readouterr().out
     assert "BDS demo" in printed and "sft" in printed and "bds" in printed
     results = json.loads((out / "results.json").read_text())
-    assert set(results["methods"]) == {"aligned", "sft", "bds"}
+    assert set(results["methods"]) == {"aligned", "sft", "mix", "bds"}
     bds = results["methods"]["bds"]
     assert "weights_auroc_benign_vs_harmful" in bds and "keyword" in bds["harmful_score"]
     assert results["protocol"]["finetune_counts"]["finetune_harmful"] == 4
@@ -110,9 +110,11 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, demo_config, capsys):
     assert set(stages) == {
         "align",
         "attack-sft",
+        "attack-mix",
         "attack-bds",
         "eval-aligned",
         "eval-sft",
+        "eval-mix",
         "eval-bds",
     }
     assert results["total_seconds"] == pytest.approx(sum(stages.values()), abs=0.2)

@@ -211,14 +211,18 @@ def demo(
         typer.Option(min=0, max=SEED_MAX, help="Seed for data, training and generation."),
     ] = None,
     methods: Annotated[
-        str, typer.Option(help="Comma-separated methods to attack with.")
-    ] = "sft,bds",
+        str,
+        typer.Option(
+            help="Comma-separated methods to attack with (mix: the control that isolates"
+            " BDS's weights: the same alignment batch, every weight 1)."
+        ),
+    ] = "sft,mix,bds",
     fast: Annotated[
         bool, typer.Option("--fast", help="A quick look: smaller data and eval sets.")
     ] = False,
     overrides: Overrides = None,
 ) -> None:
-    """Align the embedded model, attack it with harmful fine-tuning (SFT vs BDS), evaluate, report.
+    """Align the embedded model, attack it (SFT, Mix, BDS), evaluate, report.
 
     Config fields can be set after the options (KEY=VALUE, e.g. train.lr=1e-4); --p, --n,
     --seed and --fast apply after them.

@@ -6,7 +6,7 @@ missing one):
              merge the adapter (bds/align.py; cached in $BDS_CACHE/aligned/<key>, reused
              by later demos with the same settings);
   2. attack  fine-tune the aligned model on the user data (harmful ratio p), once per
-             method: sft, bds, ...          -> OUTPUT/attack-<method>/
+             method: sft, mix, bds, ...          -> OUTPUT/attack-<method>/
   3. eval    harmful score, sentiment accuracy and over-refusal of the aligned model and
              of each attacked one          -> OUTPUT/eval-<name>/results.json
   4. report  OUTPUT/results.json, OUTPUT/report.md, OUTPUT/plots/*.png
@@ -38,7 +38,9 @@ def attack_methods() -> list[str]:
 @dataclass
 class DemoOptions:
     output: Path
-    methods: list[str] = field(default_factory=lambda: ["sft", "bds"])
+    # mix is the control: the same alignment batch as BDS, every user weight 1, so BDS - Mix
+    # is what the scheduler's weights add (issue 13)
+    methods: list[str] = field(default_factory=lambda: ["sft", "mix", "bds"])
     harmful_ratio: float | None = None
     n: int | None = None
     seed: int | None = None
