@@ -290,3 +290,35 @@ def test_warm_start_is_for_the_scalar_scheduler():
 
     with pytest.raises(ConfigError, match="defense.warm_start: starts the scalar"):
         make_config("bds-neural", warm_start="runs/x")
+
+
+def test_max_weight_caps_the_weights_the_loss_gets_not_the_posterior(tmp_path, monkeypatch):
+    import bds.training.losses as losses
+
+    applied = []
+    original = losses.weighted_objective
+
+    def recording(user_losses, weights, *rest):
+        applied.append(weights.detach().clone())
+        return original(user_losses, weights, *rest)
+
+    monkeypatch.setattr(losses, "weighted_objective", recording)
+    capped = run(tmp_path, "capped", epochs=4, max_weight=1.0)
+    seen = torch.cat(applied)
+    assert seen.max() <= 1.0 and seen.min() < 0.9  # weight taken away, none handed out
+    w = capped.summary["weights"]
+    assert w["mean_weight"]["benign"] > 1.0  # the posterior itself still sums to N
+    applied.clear()
+    uncapped = run(tmp_path, "uncapped", epochs=4)
+    assert torch.cat(applied).max() > 1.0
+    # the harmful samples' share of the applied weight is larger once the benign ones
+    # stop receiving what the scheduler takes from them
+    share = lambda r: r.summary["weights"]["training_weight_share"]["harmful"]  # noqa: E731
+    assert share(uncapped) < share(capped) < 0.2
+
+
+def test_max_weight_must_be_positive():
+    from bds.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="defense.max_weight: 0.0 must be above 0"):
+        make_config(max_weight=0.0)

@@ -238,6 +238,49 @@ def test_an_interrupted_cell_resumes_without_training_again(
     assert json.loads((tmp_path / "b" / "results.json").read_text())["cells"][0]["seed"] == 0
 
 
+def test_a_split_added_later_is_evaluated_without_training_again(
+    tmp_path, grid, capsys, monkeypatch, one_thread
+):
+    import bds.eval.runner as runner
+
+    cfg = yaml.safe_load(grid.read_text())
+    cfg.update(defenses=["sft"], seeds=[0])
+    grid.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "b"
+    argv = ["bench", "-c", str(grid), "-o", str(out)]
+    assert cli(argv) == 0
+    cell = out / "cells/toy/p=0.2/sft/seed=0/cell.json"
+    before = json.loads(cell.read_text())
+    assert set(before["evals"]) == {"test"}
+
+    cfg["evaluate_on"] = ["validation", "test"]
+    grid.write_text(yaml.safe_dump(cfg))
+    evaluated = []
+    real_eval = runner.run_eval
+
+    def recording(model_cfg, ev, *args, **kwargs):
+        evaluated.append(ev.adapter)
+        return real_eval(model_cfg, ev, *args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(runner, "run_eval", recording)
+    monkeypatch.setattr("bds.training.trainer.train", refuse)
+    capsys.readouterr()
+    assert cli([*argv, "--dry-run"]) == 0
+    assert "1 cells, 0 done, 1 to run now" in capsys.readouterr().out
+    assert cli(argv) == 0
+    after = json.loads(cell.read_text())
+    assert after["evals"]["test"] == before["evals"]["test"]  # kept, not run again
+    assert set(after["evals"]) == {"validation", "test"}
+    # the aligned model and the attacked one, each on the new split only
+    assert len(evaluated) == 2 and evaluated[1].endswith("attack-sft/adapter")
+    assert after["seconds"]["attack"] == before["seconds"]["attack"]
+    splits = {r["split"] for r in json.loads((out / "results.json").read_text())["statistics"]}
+    assert splits == {"validation", "test"}
+
+
 def test_an_alignment_stage_defense_is_a_cell_on_its_own_aligned_model(
     tmp_path, grid, capsys, one_thread
 ):

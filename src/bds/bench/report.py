@@ -61,12 +61,17 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def report_split(results: dict[str, Any]) -> str:
+    """The split results are reported on: the last of evaluate_on (validation, then test)."""
+    return results["protocol"]["grid"]["evaluate_on"][-1]
+
+
 def comparison(results: dict[str, Any], minus: str, split: str | None = None) -> list[str]:
     """A compact table per (task, p) of the report split: each defense's scores (mean over
     seeds, 95 % CI) and its paired difference to the defense `minus`, then the aligned models
     before any attack (an alignment-stage defense's own one named after it). What the README
     shows of a bench (benchmarks/readme_tables.py)."""
-    split = split or results["protocol"]["grid"]["evaluate_on"][-1]
+    split = split or report_split(results)
     rows = [r for r in results["statistics"] if r["split"] == split]
     lines: list[str] = []
     for task, p in dict.fromkeys((r["task"], r["p"]) for r in rows):
@@ -198,7 +203,7 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    split = results["protocol"]["grid"]["evaluate_on"][0]
+    split = report_split(results)
     rows = [r for r in results["statistics"] if r["split"] == split]
     names = []
     for task in sorted({r["task"] for r in rows}):

@@ -47,9 +47,21 @@ def config_digest(cfg: Any) -> str:
     return short_digest(to_jsonable(cfg))
 
 
-def is_done(cell: Cell, cfg: Any, out: Path) -> bool:
+def finished_record(cell: Cell, cfg: Any, out: Path) -> dict[str, Any] | None:
+    """The cell's record if it was run with exactly these settings, else None."""
     path = cell.folder(out) / CELL_FILE
-    return path.is_file() and json.loads(path.read_text())["config_digest"] == config_digest(cfg)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record["config_digest"] == config_digest(cfg) else None
+
+
+def is_done(cell: Cell, cfg: Any, out: Path, splits: Any = ()) -> bool:
+    """Run with these settings and evaluated on every split of `splits` (a split added to
+    the grid later makes a finished cell pending; its attack is kept, only the new split's
+    evaluation runs)."""
+    record = finished_record(cell, cfg, out)
+    return record is not None and set(splits) <= set(record["evals"])
 
 
 # ---------------------------------------------------------------- plan --------------------
@@ -71,7 +83,8 @@ def plan(grid: Grid, out: Path) -> dict[str, Any]:
     for cell in grid.cells:
         cfg = grid.config(cell)
         cost = cell_cost(cfg, items[cell.task], rates)
-        rows.append({"cell": cell, "cost": cost, "done": is_done(cell, cfg, out)})
+        done = is_done(cell, cfg, out, grid.cfg.evaluate_on)
+        rows.append({"cell": cell, "cost": cost, "done": done})
     rows.sort(key=lambda r: (round(sum(r["cost"].values()), 1), r["cell"].seed, r["cell"].id))
     shared, aligned_by = {}, {}
     for label in grid.align_labels():
@@ -274,6 +287,7 @@ class _CellRunner:
 
         cfg = self.grid.config(cell)
         aligned = self.aligned_model(self.grid.align_label(cell))
+        earlier = finished_record(cell, cfg, self.out)  # a split added since: evaluate it alone
         folder = cell.folder(self.out)
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
@@ -281,10 +295,10 @@ class _CellRunner:
         method = cfg.defense.name  # an alignment-stage defense's cell: the user's plain SFT
         run_dir = attack_stage(cfg, prepare_data(cfg.data), base, method, folder, self.log)
         train_s = time.perf_counter() - t0
-        evals = {
-            split: str(self.evaluate(cfg, cell.task, split, base, run_dir / "adapter"))
-            for split in self.grid.cfg.evaluate_on
-        }
+        evals = dict(earlier["evals"]) if earlier else {}
+        for split in self.grid.cfg.evaluate_on:
+            if split not in evals:
+                evals[split] = str(self.evaluate(cfg, cell.task, split, base, run_dir / "adapter"))
         summary = json.loads((run_dir / "summary.json").read_text())
         record = {
             "cell": to_jsonable(cell),
@@ -299,6 +313,9 @@ class _CellRunner:
             },
             "seconds": {"attack": round(train_s, 1), "total": round(time.perf_counter() - t0, 1)},
         }
+        if earlier:  # the attack ran before: its time, plus the evaluation added now
+            total = earlier["seconds"]["total"] + record["seconds"]["total"]
+            record["seconds"] = {"attack": earlier["seconds"]["attack"], "total": round(total, 1)}
         write_json(folder / CELL_FILE, record)
 
 

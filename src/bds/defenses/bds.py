@@ -58,6 +58,11 @@ class BDSSettings(DefenseSettings):
     it every weight starts at 1 and a sample is weighed only from its second visit, so the
     first epoch trains as Mix does; two passes (a first run learns the weights, the second
     trains from the aligned model with them) close that gap.
+    max_weight: the most weight a user sample's loss gets in the model's objective (none: no
+    cap). The scheduler's softmax keeps the weights' sum at N, so what it takes from the
+    samples it distrusts it gives to the others, which then train at a higher effective lr;
+    1.0 lets the scheduler only take weight away. The posterior (weights.csv) is unchanged:
+    the cap applies where the weights meet the loss.
     """
 
     stages: ClassVar[tuple[Stage, ...]] = ("fine-tuning",)
@@ -75,6 +80,7 @@ class BDSSettings(DefenseSettings):
     reference_weights: Literal["scheduler", "uniform"] = "scheduler"
     scheduler_losses: Literal["current", "updated"] = "current"
     warm_start: str | None = None
+    max_weight: float | None = None
 
     @property
     def needs(self) -> frozenset[Data]:  # type: ignore[override]
@@ -84,6 +90,8 @@ class BDSSettings(DefenseSettings):
         from bds.defenses.mix import check_alignment_weight
 
         check_alignment_weight(self.alignment_weight)
+        if self.max_weight is not None and not self.max_weight > 0:
+            raise FieldError("max_weight", f"{self.max_weight} must be above 0 (or none: no cap)")
         if self.evidence_count < 1:
             raise FieldError("evidence_count", f"{self.evidence_count} must be at least 1")
         if self.warm_start and self.scheduler.kind != "scalar":
@@ -260,7 +268,10 @@ class BDS(Defense):
 
     def batch(self, step: int) -> StepBatch:
         batch = super().batch(step)
-        batch.weights = self.scheduler.weights(batch.index).to(self.run.accelerator.device)
+        weights = self.scheduler.weights(batch.index)
+        if self.settings.max_weight is not None:
+            weights = weights.clamp(max=self.settings.max_weight)
+        batch.weights = weights.to(self.run.accelerator.device)
         self.last_weights = batch.weights
         return batch
 
