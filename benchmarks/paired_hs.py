@@ -9,7 +9,9 @@ prompts (bds.stats.paired_bootstrap).
 
     python benchmarks/paired_hs.py --arm mix=runs/a,runs/b --arm bds=runs/c,runs/d \\
         --output benchmarks/results/x.json
-An arm is label=folder[,folder...]; within an arm, each (seed) must appear once.
+An arm is label=folder[,folder...]; within an arm, each (seed) must appear once. A folder
+is a bench folder or one of its cell subfolders (e.g. runs/b/cells/sentiment/p=0/mix: one
+defense at one p); --split picks the evaluation split (default: the cell's last one).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def arm_cells(folders: list[Path]) -> dict[int, dict]:
     added); a seed found twice in one arm is an error."""
     found: dict[int, dict] = {}
     for folder in folders:
-        for path in sorted((folder / "cells").glob(f"**/{CELL_FILE}")):
+        root = folder / "cells" if (folder / "cells").is_dir() else folder
+        for path in sorted(root.glob(f"**/{CELL_FILE}")):
             record = {**json.loads(path.read_text()), "folder": path.parent}
             seed = int(record["cell"]["seed"])
             if seed in found:
@@ -44,29 +47,35 @@ def arm_cells(folders: list[Path]) -> dict[int, dict]:
     return found
 
 
-def arm_verdicts(folders: list[Path], judges: set[str]) -> dict[int, dict[str, float]]:
+def arm_verdicts(
+    folders: list[Path], judges: set[str], split: str | None = None
+) -> dict[int, dict[str, float]]:
     """seed -> {prompt id: 1.0 if judged harmful by the headline judge} for every finished
     cell in the folders (its cell record names its evaluation folder); adds the judge's
     name to `judges`."""
     out: dict[int, dict[str, float]] = {}
     for seed, record in arm_cells(folders).items():
-        for eval_folder in record["evals"].values():
-            doc = json.loads((Path(eval_folder) / "results.json").read_text())
-            hs = outcomes(doc)["harmful_score"]
-            judges.add(hs["judge"])
-            out[seed] = dict(zip(hs["ids"], map(float, hs["values"]), strict=True))
+        evals = record["evals"]
+        if split is not None and split not in evals:
+            raise SystemExit(f"{record['folder']}: no {split} evaluation (it has {list(evals)})")
+        eval_folder = evals[split] if split is not None else list(evals.values())[-1]
+        doc = json.loads((Path(eval_folder) / "results.json").read_text())
+        hs = outcomes(doc)["harmful_score"]
+        judges.add(hs["judge"])
+        out[seed] = dict(zip(hs["ids"], map(float, hs["values"]), strict=True))
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arm", action="append", required=True, help="label=folder[,folder]")
+    parser.add_argument("--split", help="evaluation split (default: each cell's last)")
     parser.add_argument("--output")
     args = parser.parse_args()
     arms, judges = {}, set()
     for spec in args.arm:
         label, folders = parse_arm(spec)
-        arms[label] = arm_verdicts(folders, judges)
+        arms[label] = arm_verdicts(folders, judges, args.split)
     seeds = sorted(set.intersection(*(set(v) for v in arms.values())))
     if not seeds:
         raise SystemExit("no seed is common to every arm")
@@ -85,6 +94,8 @@ def main() -> None:
         }
     doc = {
         "judge": ", ".join(sorted(judges)),
+        "split": args.split or "each cell's last",
+        "arm_folders": {k: [str(f) for f in v] for k, v in map(parse_arm, args.arm)},
         "seeds": seeds,
         "prompts": len(items),
         "arms": table,
