@@ -317,6 +317,17 @@ def test_max_weight_caps_the_weights_the_loss_gets_not_the_posterior(tmp_path, m
     assert share(uncapped) < share(capped) < 0.2
 
 
+def test_shuffled_weights_single_no_sample_out(tmp_path):
+    """The control for the scheduler's choice: the same weights, in a random order."""
+    share = lambda r: r.summary["weights"]["training_weight_share"]["harmful"]  # noqa: E731
+    chosen = run(tmp_path, "chosen", epochs=10, max_weight=1.0)
+    shuffled = run(tmp_path, "shuffled", epochs=10, max_weight=1.0, shuffle_weights=True)
+    # the posterior still singles the harmful samples out; the weights they get do not
+    assert shuffled.summary["weights"]["mean_weight"]["harmful"] < 1.0
+    # shuffled, the harmful samples (20 of 100) get about their number's share back
+    assert share(chosen) < 0.18 < share(shuffled)
+
+
 def test_max_weight_must_be_positive():
     from bds.errors import ConfigError
 

@@ -63,6 +63,10 @@ class BDSSettings(DefenseSettings):
     samples it distrusts it gives to the others, which then train at a higher effective lr;
     1.0 lets the scheduler only take weight away. The posterior (weights.csv) is unchanged:
     the cap applies where the weights meet the loss.
+    shuffle_weights: an ablation, the control for the scheduler's choice of samples: each
+    step's weights (after the cap) go to the batch's samples in a random order, so every
+    step trains with the same total user weight as BDS but no sample is singled out. BDS
+    minus this isolates which samples lose weight from how much user weight is removed.
     """
 
     stages: ClassVar[tuple[Stage, ...]] = ("fine-tuning",)
@@ -81,6 +85,7 @@ class BDSSettings(DefenseSettings):
     scheduler_losses: Literal["current", "updated"] = "current"
     warm_start: str | None = None
     max_weight: float | None = None
+    shuffle_weights: bool = False
 
     @property
     def needs(self) -> frozenset[Data]:  # type: ignore[override]
@@ -271,6 +276,11 @@ class BDS(Defense):
         weights = self.scheduler.weights(batch.index)
         if self.settings.max_weight is not None:
             weights = weights.clamp(max=self.settings.max_weight)
+        if self.settings.shuffle_weights:  # a pure function of (seed, step): resumes exactly
+            import torch
+
+            g = torch.Generator().manual_seed(self.run.tc.seed * 1_000_003 + step + 17)
+            weights = weights[torch.randperm(len(weights), generator=g).to(weights.device)]
         batch.weights = weights.to(self.run.accelerator.device)
         self.last_weights = batch.weights
         return batch
