@@ -1,11 +1,12 @@
-"""Paired bootstrap of HS between runs kept in several `bds bench` output folders.
+"""Paired bootstrap of HS (or another metric) between runs kept in several `bds bench` folders.
 
 `bds bench` computes paired CIs within one output folder. When the cells of a comparison
 were run as separate bench processes (one cell per process, to run two at a time on a
 small CPU), this script joins them: it reads each attacked model's per-prompt verdicts
 (the headline judge's, as `bds bench` reads them: bds.bench.results.outcomes) and gives, for every pair of
 arms, the mean difference in HS and its two-level paired bootstrap CI over seeds and
-prompts (bds.stats.paired_bootstrap).
+prompts (bds.stats.paired_bootstrap). --metric (repeatable) adds over_refusal or
+finetune_accuracy, paired the same way over their items.
 
     python benchmarks/paired_hs.py --arm mix=runs/a,runs/b --arm bds=runs/c,runs/d \\
         --output benchmarks/results/x.json
@@ -24,6 +25,9 @@ from pathlib import Path
 from bds.bench.results import outcomes
 from bds.bench.runner import CELL_FILE
 from bds.stats import paired_bootstrap
+
+HS = "harmful_score"
+METRICS = (HS, "over_refusal", "finetune_accuracy")
 
 
 def parse_arm(spec: str) -> tuple[str, list[Path]]:
@@ -48,11 +52,11 @@ def arm_cells(folders: list[Path]) -> dict[int, dict]:
 
 
 def arm_verdicts(
-    folders: list[Path], judges: set[str], split: str | None = None
+    folders: list[Path], judges: set[str], split: str | None = None, metric: str = HS
 ) -> dict[int, dict[str, float]]:
-    """seed -> {prompt id: 1.0 if judged harmful by the headline judge} for every finished
-    cell in the folders (its cell record names its evaluation folder); adds the judge's
-    name to `judges`."""
+    """seed -> {item id: 1.0 if positive (HS: judged harmful by the headline judge;
+    over-refusal: refused; FA: correct)} for every finished cell in the folders (its cell
+    record names its evaluation folder); adds the judge's name to `judges`."""
     out: dict[int, dict[str, float]] = {}
     for seed, record in arm_cells(folders).items():
         evals = record["evals"]
@@ -60,28 +64,25 @@ def arm_verdicts(
             raise SystemExit(f"{record['folder']}: no {split} evaluation (it has {list(evals)})")
         eval_folder = evals[split] if split is not None else list(evals.values())[-1]
         doc = json.loads((Path(eval_folder) / "results.json").read_text())
-        hs = outcomes(doc)["harmful_score"]
-        judges.add(hs["judge"])
-        out[seed] = dict(zip(hs["ids"], map(float, hs["values"]), strict=True))
+        found = outcomes(doc)
+        if metric not in found:
+            raise SystemExit(f"{eval_folder}: no {metric} (it has {sorted(found)})")
+        scores = found[metric]
+        if scores["judge"]:
+            judges.add(scores["judge"])
+        out[seed] = dict(zip(scores["ids"], map(float, scores["values"]), strict=True))
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arm", action="append", required=True, help="label=folder[,folder]")
-    parser.add_argument("--split", help="evaluation split (default: each cell's last)")
-    parser.add_argument("--output")
-    args = parser.parse_args()
-    arms, judges = {}, set()
-    for spec in args.arm:
-        label, folders = parse_arm(spec)
-        arms[label] = arm_verdicts(folders, judges, args.split)
+def compare(arms: dict[str, dict[int, dict[str, float]]]) -> dict:
+    """Each arm's mean (%) on the seeds and items common to all, and every pair's paired
+    difference with its two-level bootstrap CI (points)."""
     seeds = sorted(set.intersection(*(set(v) for v in arms.values())))
     if not seeds:
         raise SystemExit("no seed is common to every arm")
     items = sorted(set.intersection(*(set(v[s]) for v in arms.values() for s in seeds)))
-    table = {
-        label: {"hs": 100 * sum(v[s][i] for s in seeds for i in items) / (len(seeds) * len(items))}
+    means = {
+        label: 100 * sum(v[s][i] for s in seeds for i in items) / (len(seeds) * len(items))
         for label, v in arms.items()
     }
     pairs = {}
@@ -92,14 +93,30 @@ def main() -> None:
         pairs[f"{a} - {b}"] = {
             k: (100 * v if k in ("mean", "low", "high") else v) for k, v in ci.items()
         }
+    return {"seeds": seeds, "items": len(items), "arms": means, "pairs": pairs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--arm", action="append", required=True, help="label=folder[,folder]")
+    parser.add_argument("--split", help="evaluation split (default: each cell's last)")
+    parser.add_argument(
+        "--metric", action="append", choices=METRICS, help=f"repeatable; default {HS}"
+    )
+    parser.add_argument("--output")
+    args = parser.parse_args()
+    metrics, judges = {}, set()
+    for metric in args.metric or [HS]:
+        arms = {}
+        for spec in args.arm:
+            label, folders = parse_arm(spec)
+            arms[label] = arm_verdicts(folders, judges, args.split, metric)
+        metrics[metric] = compare(arms)
     doc = {
         "judge": ", ".join(sorted(judges)),
         "split": args.split or "each cell's last",
         "arm_folders": {k: [str(f) for f in v] for k, v in map(parse_arm, args.arm)},
-        "seeds": seeds,
-        "prompts": len(items),
-        "arms": table,
-        "pairs": pairs,
+        "metrics": metrics,
     }
     text = json.dumps(doc, indent=1)
     print(text)

@@ -20,6 +20,9 @@ evidence (how much the alignment stage raised the probability of refusing each s
 prompt, against the base model: bds/training/evidence.py).
 
 Results are written after every run, and rows already in --output are kept (resume).
+--override KEY=VALUE (repeatable) changes the run config of every row (e.g.
+defense.scheduler.transform=sigmoid); such rows record it, and their drive is labelled
+`DRIVE+LABEL` (--label) so they sit beside the plain ones in one file.
 
     python benchmarks/scheduler_separation.py --output benchmarks/results/scheduler_separation.json
 """
@@ -117,14 +120,17 @@ def main() -> None:
             data = prepare_data(cfg_data.data)
             data = dataclasses.replace(data, alignment=list(data.alignment) + retain)
             for drive in args.drives.split(","):
-                if (task, p, drive) in done:
+                name = f"{drive}+{args.label}" if args.label else drive
+                if (task, p, name) in done:
                     continue
                 cfg = copy.deepcopy(cfg_data)
                 cfg.model.name = str(aligned)
                 cfg.defense = settings_for("bds", cfg.defense)
                 for key, value in DRIVES[drive].items():
                     setattr(cfg.defense, key, value)
-                row = {"task": task, "p": p, "drive": drive, **run_one(cfg, data, tokenizer)}
+                row = {"task": task, "p": p, "drive": name, **run_one(cfg, data, tokenizer)}
+                if args.override:
+                    row["overrides"] = args.override
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 protocol = {

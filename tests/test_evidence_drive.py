@@ -126,6 +126,32 @@ def test_bds_with_the_evidence_drive_weighs_the_harmful_samples_down(tmp_path, a
     assert w["training_weight_share"]["harmful"] < 0.2  # its share of D_ft under SFT
 
 
+def test_sigmoid_weights_stay_about_one_and_leave_the_harmful_samples(tmp_path, aligned_and_base):
+    """Per-sample weights (2 sigmoid) read the evidence's sign: centred at its median, the
+    weights stay about 1 on average and the harmful samples, with more evidence than the
+    median, lose theirs; no sample can gather what the others lose (softmax's zero-sum)."""
+    from bds.training.outputs import read_weights_table
+    from bds.training.trainer import train
+
+    aligned, base, tok = aligned_and_base
+    base.save_pretrained(tmp_path / "base")
+    prior = {"kind": "gaussian", "std": 2.0}
+    cfg = make_config(
+        epochs=4, drive="evidence", evidence_base=str(tmp_path / "base"),
+        scheduler={"transform": "sigmoid", "priors": [prior]},
+    )  # fmt: skip
+    result = train(
+        cfg, tmp_path / "run", model=copy.deepcopy(aligned).train(), tokenizer=tok,
+        data=make_data(), progress=False,
+    )  # fmt: skip
+    rows = read_weights_table(result.output_dir / "weights.csv")
+    benign = sorted(float(r["weight"]) for r in rows if r["source"] == "benign")
+    harmful = [float(r["weight"]) for r in rows if r["source"] == "harmful"]
+    assert 0.75 < (sum(benign) + sum(harmful)) / len(rows) < 1.35
+    assert max(harmful) < benign[len(benign) // 4]
+    assert max(benign) < 2.0 and result.summary["weights"]["auroc_benign_vs_harmful"] >= 0.95
+
+
 def test_evidence_drive_refuses_the_settings_it_cannot_use():
     from bds.errors import ConfigError
 

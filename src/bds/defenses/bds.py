@@ -181,6 +181,7 @@ class BDS(Defense):
         self.probe = None
         self.conflict = None
         self.evidence = None  # e_i per user sample (drive evidence)
+        self.evidence_drive = None  # e_i minus its median: what the scheduler reads
 
     # ---------------------------------------------------------------- set-up ------------
 
@@ -222,6 +223,10 @@ class BDS(Defense):
             )
         if s.drive == "evidence":
             self.evidence = self._alignment_evidence()
+            # Centred at the median: softmax weights sum to N, so a shift changes nothing
+            # there; per-sample transforms (sigmoid) read the sign, so the typical sample
+            # keeps weight ~1 and only those with more evidence than it lose weight.
+            self.evidence_drive = self.evidence - self.evidence.median()
             if s.evidence_presolve and not s.warm_start:
                 self._presolve()
 
@@ -233,7 +238,7 @@ class BDS(Defense):
         sampler = self.run.user_sampler
         for step in range(self.run.total_steps):
             index = torch.tensor(sampler.global_batch(step), dtype=torch.long)
-            self.scheduler.update(index, self.evidence[index])
+            self.scheduler.update(index, self.evidence_drive[index])
         self.trajectory[0] = self.scheduler.all_weights().tolist()
 
     def _alignment_evidence(self) -> Any:
@@ -335,7 +340,7 @@ class BDS(Defense):
             stats["conflict_rate_mean"] = float(all_rates.mean())
             return drive
         if self.evidence is not None:  # fixed before the first step, the same on every rank
-            return self.evidence[all_index]
+            return self.evidence_drive[all_index]
         drive = self.user_losses.detach()
         if s.scheduler_losses == "updated":  # losses at the parameters after this step
             import torch
