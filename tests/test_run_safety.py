@@ -47,6 +47,37 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert run(out, epochs=1, log_steps=2).summary["resumed_from_step"] == 3
 
 
+def forget_setting(out, section, key):
+    """Make `out`'s run.json look written by a bds from before `section.key` existed."""
+    path = out / "run.json"
+    identity = json.loads(path.read_text())
+    del identity["parts"]["config"][section][key]
+    identity["key"] = "written-by-an-older-bds"
+    path.write_text(json.dumps(identity))
+
+
+def test_a_setting_added_since_counts_as_the_same_run_while_left_off(tmp_path):
+    out = tmp_path / "run"
+    run(out, until_step=3, epochs=1)
+    forget_setting(out, "defense", "max_weight")
+    assert run(out, epochs=1).summary["resumed_from_step"] == 3
+    out = tmp_path / "other"
+    run(out, until_step=3, epochs=1)
+    forget_setting(out, "defense", "max_weight")
+    with pytest.raises(BDSInputError, match=r"defense\.max_weight unset \(now 1\.0\)"):
+        run(out, epochs=1, max_weight=1.0)
+
+
+def test_same_config_tolerates_only_added_settings_left_off():
+    from bds.run_identity import same_config
+
+    old = {"defense": {"name": "bds", "lr": 1}}
+    assert same_config(old, {"defense": {"name": "bds", "lr": 1, "cap": None, "shuffle": False}})
+    assert not same_config(old, {"defense": {"name": "bds", "lr": 1, "cap": 1.0}})
+    assert not same_config(old, {"defense": {"name": "bds", "lr": 2}})
+    assert not same_config({**old, "gone": None}, old)  # a setting removed is a difference
+
+
 def test_a_rerun_moves_the_finished_outputs_aside_first(tmp_path):
     out = tmp_path / "run"
     run(out, epochs=1)

@@ -138,7 +138,25 @@ def _show(value: Any) -> str:
 _MISSING = object()
 
 
+def same_config(old: Any, new: Any) -> bool:
+    """Two configs (as data) are the same run's, a setting the older one lacks and the newer
+    has off (null or false: how a bds upgrade adds a setting) counting as the same."""
+    return _first_leaf_difference(old, new, ()) is None
+
+
+def same_identity(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """The same run: the same key, or the same data, model and code with configs that
+    differ only by settings added since, left off (same_config)."""
+    if old.get("key") == new["key"]:
+        return True
+    a, b = old.get("parts", {}), new["parts"]
+    same_rest = all(a.get(k) == b[k] for k in ("data", "model", "code"))
+    return same_rest and same_config(a.get("config"), b["config"])
+
+
 def _first_leaf_difference(a: Any, b: Any, path: tuple[str, ...]):
+    if a is _MISSING and (b is None or b is False):  # a setting added since, left off
+        return None
     if isinstance(a, dict) and isinstance(b, dict):
         for key in list(a) + [k for k in b if k not in a]:
             found = _first_leaf_difference(
@@ -182,7 +200,7 @@ def check_same_run(
             f"{what} {folder}: holds a run with no {file} (an older bds, or a damaged "
             "folder), so it cannot be resumed safely; use another folder or delete it"
         )
-    if old.get("key") != identity["key"]:
+    if not same_identity(old, identity):
         raise BDSInputError(
             f"{what} {folder}: holds a run made with {first_difference(old, identity)}; "
             "use another folder (or delete this one) rather than mix the two runs"
@@ -192,7 +210,7 @@ def check_same_run(
 def is_finished_run(folder: Path, identity: dict[str, Any]) -> bool:
     """Whether `folder` holds the finished outputs of exactly this run."""
     old = read_identity(folder)
-    return (folder / "summary.json").is_file() and old is not None and old["key"] == identity["key"]
+    return (folder / "summary.json").is_file() and old is not None and same_identity(old, identity)
 
 
 def start_run(folder: Path, identity: dict[str, Any], note: Any = print) -> None:

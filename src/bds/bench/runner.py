@@ -52,8 +52,13 @@ def finished_record(cell: Cell, cfg: Any, out: Path) -> dict[str, Any] | None:
     path = cell.folder(out) / CELL_FILE
     if not path.is_file():
         return None
+    from bds.run_identity import same_config
+
     record = json.loads(path.read_text())
-    return record if record["config_digest"] == config_digest(cfg) else None
+    if record["config_digest"] == config_digest(cfg):
+        return record
+    # a setting added to bds since the cell ran, left off, is the same cell
+    return record if same_config(record.get("config"), to_jsonable(cfg)) else None
 
 
 def is_done(cell: Cell, cfg: Any, out: Path, splits: Any = ()) -> bool:
