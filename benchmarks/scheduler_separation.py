@@ -105,9 +105,15 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--ps", default="0.1,0.3")
     parser.add_argument("--drives", default="loss,conflict")
+    parser.add_argument("--override", action="append", default=[], help="KEY=VALUE, repeatable")
+    parser.add_argument(
+        "--label", help="appended to the drive's name in the rows (with --override)"
+    )
     args = parser.parse_args()
+    if args.override and not args.label:
+        parser.error("--override needs --label (the rows' drive becomes DRIVE+LABEL)")
 
-    base = load_config(args.config)
+    base = load_config(args.config, overrides=args.override)
     output = Path(args.output)
     rows = previous_rows(output)
     done = {(r["task"], r["p"], r["drive"]) for r in rows}
