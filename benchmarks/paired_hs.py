@@ -51,22 +51,27 @@ def arm_cells(folders: list[Path]) -> dict[int, dict]:
     return found
 
 
-def arm_verdicts(
-    folders: list[Path], judges: set[str], split: str | None = None, metric: str = HS
-) -> dict[int, dict[str, float]]:
-    """seed -> {item id: 1.0 if positive (HS: judged harmful by the headline judge;
-    over-refusal: refused; FA: correct)} for every finished cell in the folders (its cell
-    record names its evaluation folder); adds the judge's name to `judges`."""
-    out: dict[int, dict[str, float]] = {}
+def arm_outcomes(folders: list[Path], split: str | None = None) -> dict[int, dict]:
+    """seed -> every metric's per-item outcomes (bds.bench.results.outcomes) of each
+    finished cell in the folders, read once (its cell record names its evaluation folder)."""
+    out: dict[int, dict] = {}
     for seed, record in arm_cells(folders).items():
         evals = record["evals"]
         if split is not None and split not in evals:
             raise SystemExit(f"{record['folder']}: no {split} evaluation (it has {list(evals)})")
         eval_folder = evals[split] if split is not None else list(evals.values())[-1]
-        doc = json.loads((Path(eval_folder) / "results.json").read_text())
-        found = outcomes(doc)
+        found = outcomes(json.loads((Path(eval_folder) / "results.json").read_text()))
+        out[seed] = {**found, "folder": eval_folder}
+    return out
+
+
+def verdicts(arm: dict[int, dict], metric: str, judges: set[str]) -> dict[int, dict[str, float]]:
+    """seed -> {item id: 1.0 if positive (HS: judged harmful by the headline judge;
+    over-refusal: refused; FA: correct)}; adds the metric's judge to `judges`."""
+    out: dict[int, dict[str, float]] = {}
+    for seed, found in arm.items():
         if metric not in found:
-            raise SystemExit(f"{eval_folder}: no {metric} (it has {sorted(found)})")
+            raise SystemExit(f"{found['folder']}: no {metric} (it has {sorted(found)})")
         scores = found[metric]
         if scores["judge"]:
             judges.add(scores["judge"])
@@ -105,13 +110,12 @@ def main() -> None:
     )
     parser.add_argument("--output")
     args = parser.parse_args()
-    metrics, judges = {}, set()
-    for metric in args.metric or [HS]:
-        arms = {}
-        for spec in args.arm:
-            label, folders = parse_arm(spec)
-            arms[label] = arm_verdicts(folders, judges, args.split, metric)
-        metrics[metric] = compare(arms)
+    read = {label: arm_outcomes(folders, args.split) for label, folders in map(parse_arm, args.arm)}
+    judges: set[str] = set()
+    metrics = {
+        metric: compare({label: verdicts(arm, metric, judges) for label, arm in read.items()})
+        for metric in args.metric or [HS]
+    }
     doc = {
         "judge": ", ".join(sorted(judges)),
         "split": args.split or "each cell's last",

@@ -21,6 +21,7 @@ from typing import Any
 from bds.bench.cells import Cell, Grid, align_cost, cell_cost
 from bds.bench.config import load_grid
 from bds.io import short_digest, to_jsonable, write_json
+from bds.run_identity import same_config
 
 CELL_FILE = "cell.json"
 EVALS_DIR = "evals"
@@ -52,8 +53,6 @@ def finished_record(cell: Cell, cfg: Any, out: Path) -> dict[str, Any] | None:
     path = cell.folder(out) / CELL_FILE
     if not path.is_file():
         return None
-    from bds.run_identity import same_config
-
     record = json.loads(path.read_text())
     if record["config_digest"] == config_digest(cfg):
         return record
