@@ -296,7 +296,16 @@ def test_an_alignment_stage_defense_is_a_cell_on_its_own_aligned_model(
     assert cli([*argv, "--dry-run"]) == 0
     listed = capsys.readouterr().out
     assert "shared: align (toy/vaccine)" in listed and "toy/p=0.2/vaccine/seed=0" in listed
+    # a slice's estimate counts only the shared stages its own cells need
+    assert cli([*argv, "--dry-run", "--only", "toy/p=0.2/sft/seed=0"]) == 0
+    stages = _shared_lines(capsys.readouterr().out)
+    assert stages["align (toy/vaccine)"].endswith("later (no cell to run now needs it)")
+    assert stages["eval of the aligned model (toy)"].endswith("run (once; less if the aligned model is cached)")  # fmt: skip
     assert cli(argv) == 0
+    assert cli([*argv, "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert all(line.endswith("done") for line in _shared_lines(listed).values())
+    assert "2 cells, 2 done, 0 to run now: estimated 0.0 min + 0.0 min shared stages" in listed
 
     aligned = json.loads((out / "aligned.json").read_text())
     assert aligned["toy"]["alignment_defense"] == "sft"
@@ -313,3 +322,9 @@ def test_an_alignment_stage_defense_is_a_cell_on_its_own_aligned_model(
     row = next(r for r in results["statistics"] if r["defense"] == "vaccine")
     assert "sft" in row["metrics"]["harmful_score"]["vs"]
     assert "- toy/vaccine, test: HS" in (out / "report.md").read_text()
+
+
+def _shared_lines(listing: str) -> dict[str, str]:
+    """A dry run's shared-stage lines by stage name ('align (toy)', ...)."""
+    shared = [line.removeprefix("shared: ") for line in listing.splitlines()]
+    return {line.split(")")[0] + ")": line.rstrip() for line in shared if line.startswith(("align", "eval"))}  # fmt: skip

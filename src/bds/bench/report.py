@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bds.bench.results import FA, LABELS, METRICS
+from bds.bench.verdict import HEADER, NOTE, TITLE, verdict_rows
 
 
 def _ci(stat: dict[str, float] | None) -> str:
@@ -138,6 +139,8 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         *_split_lines(results),
         "",
     ]
+    if found := verdict_rows(results):
+        parts += [f"## {TITLE}", "", NOTE, "", *markdown_table(HEADER, found), ""]
     for title, header, body in tables(results):
         parts += [f"## {title}", "", *markdown_table(header, body), ""]
     if results["aligned_model_scores"]:
@@ -161,11 +164,31 @@ def _cell_times(results: dict[str, Any]) -> list[str]:
         return []
     lines = ["## Measured cell times", "", "| defense | cells | attack s (mean) | cell s (mean) |",
              "|---|---|---|---|"]  # fmt: skip
+    mean_total = {}
     for defense, times in sorted(by.items()):
         attack = sum(t["attack"] for t in times) / len(times)
-        total = sum(t["total"] for t in times) / len(times)
-        lines.append(f"| {defense} | {len(times)} | {attack:.0f} | {total:.0f} |")
-    return [*lines, ""]
+        mean_total[defense] = sum(t["total"] for t in times) / len(times)
+        lines.append(f"| {defense} | {len(times)} | {attack:.0f} | {mean_total[defense]:.0f} |")
+    return [*lines, "", *_projection(results.get("pending_by_defense", {}), mean_total)]
+
+
+def _projection(pending: dict[str, int], mean_total: dict[str, float]) -> list[str]:
+    """The unfinished cells' time at each defense's measured mean cell time (not counting
+    the shared stages, i.e. aligned models, nor defenses with no finished cell yet)."""
+    left = {d: n for d, n in pending.items() if n}
+    if not left:
+        return ["Every cell of the grid has finished.", ""]
+    known = {d: n for d, n in left.items() if d in mean_total}
+    hours = sum(n * mean_total[d] for d, n in known.items()) / 3600
+    text = (
+        f"{sum(left.values())} cells left. At the measured mean cell time of each defense "
+        f"(this machine, every task alike), the {sum(known.values())} of them whose defense "
+        f"has a finished cell would take {hours:.1f} h, shared stages not counted"
+    )
+    unknown = sorted(d for d in left if d not in mean_total)
+    if unknown:
+        text += f"; no time measured yet for {', '.join(unknown)}"
+    return [text + ".", ""]
 
 
 def html_page(results: dict[str, Any], plot_dir: Path, plots: list[str]) -> str:
@@ -177,7 +200,8 @@ def html_page(results: dict[str, Any], plot_dir: Path, plots: list[str]) -> str:
     ]
     body += [f"<li>{html.escape(line.strip('- '))}</li>" for line in _split_lines(results)]
     body.append("</ul>")
-    for title, header, rows in tables(results):
+    sections = [(TITLE, HEADER, found)] if (found := verdict_rows(results)) else []
+    for title, header, rows in sections + tables(results):
         body.append(f"<h2>{html.escape(title)}</h2><table><tr>")
         body += [f"<th>{html.escape(h)}</th>" for h in header]
         body.append("</tr>")

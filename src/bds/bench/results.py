@@ -87,6 +87,7 @@ def collect(grid: Grid, out: Path, sets: dict) -> dict[str, Any]:
         "grid": str(grid.path),
         "total_cells": len(grid.cells),
         "cells": cells,
+        "pending_by_defense": _pending_by_defense(grid, cells),
         "statistics": statistics(grid, by_key),
         "aligned_model_scores": aligned,
         "protocol": {
@@ -105,6 +106,16 @@ def collect(grid: Grid, out: Path, sets: dict) -> dict[str, Any]:
         },
         "machine": machine(),
     }
+
+
+def _pending_by_defense(grid: Grid, finished: list[dict[str, Any]]) -> dict[str, int]:
+    """Defense -> how many of its cells have not finished (what the report projects)."""
+    done = {(c["task"], c["p"], c["defense"], c["seed"]) for c in finished}
+    pending: dict[str, int] = {}
+    for cell in grid.cells:
+        if (cell.task, cell.p, cell.defense, cell.seed) not in done:
+            pending[cell.defense] = pending.get(cell.defense, 0) + 1
+    return pending
 
 
 def _finished(cell: Any, out: Path) -> bool:

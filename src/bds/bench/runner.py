@@ -90,18 +90,51 @@ def plan(grid: Grid, out: Path) -> dict[str, Any]:
         done = is_done(cell, cfg, out, grid.cfg.evaluate_on)
         rows.append({"cell": cell, "cost": cost, "done": done})
     rows.sort(key=lambda r: (round(sum(r["cost"].values()), 1), r["cell"].seed, r["cell"].id))
-    shared, aligned_by = {}, {}
+    return {"rows": rows, "shared": _shared_stages(grid, out, items, rates), "items": items}
+
+
+def _shared_stages(grid: Grid, out: Path, items: dict, rates: Any) -> dict[str, dict]:
+    """Per aligned model (Grid.align_label): the estimated seconds of its alignment (None where
+    another task's identical alignment builds it, or the grid aligns nothing) and of its
+    evaluation, and whether this bench folder has both already (OUT/aligned.json)."""
+    shared: dict[str, dict] = {}
+    built_by: set[str] = set()
     for label in grid.align_labels():
         cfg = grid.aligned_config(label)
         key = short_digest(
             [cfg.model, cfg.align, cfg.train, cfg.data.alignment, cfg.data.n_alignment]
         )
-        if grid.cfg.align and key not in aligned_by:  # tasks aligned alike share one model
-            aligned_by[key] = label
-            shared[f"align ({label})"] = align_cost(cfg, *_alignment_sizes(cfg), rates)
-        task = grid.label_task(label)
-        shared[f"eval of the aligned model ({label})"] = cell_cost(cfg, items[task], rates)["eval"]
-    return {"rows": rows, "shared": shared, "items": items}
+        align_s = None
+        if grid.cfg.align and key not in built_by:  # tasks aligned alike share one model
+            built_by.add(key)
+            align_s = align_cost(cfg, *_alignment_sizes(cfg), rates)
+        eval_s = cell_cost(cfg, items[grid.label_task(label)], rates)["eval"]
+        done = _aligned_done(out, label, grid.cfg.evaluate_on)
+        shared[label] = {"align": align_s, "eval": eval_s, "done": done}
+    return shared
+
+
+def _aligned_done(out: Path, label: str, splits: Any) -> bool:
+    """Aligned model `label` built and evaluated on every split by an earlier run of this
+    bench folder (its shared stages cost nothing now)."""
+    from bds.eval.runner import RESULTS_FILE
+
+    path = out / ALIGNED_FILE
+    known = json.loads(path.read_text()).get(label) if path.is_file() else None
+    if not known:
+        return False
+    model = Path(known["model"])
+    evals = known.get("evals", {})
+    built = not known.get("alignment_defense") or model.is_dir()
+    return built and all(
+        split in evals and (Path(evals[split]) / RESULTS_FILE).is_file() for split in splits
+    )
+
+
+def _shared_seconds(shared: dict[str, dict], labels: Any) -> float:
+    """The shared stages' seconds still to spend for the aligned models `labels`."""
+    todo = [shared[label] for label in dict.fromkeys(labels) if not shared[label]["done"]]
+    return sum((s["align"] or 0) + s["eval"] for s in todo)
 
 
 def _alignment_sizes(cfg: Any) -> tuple[int, int]:
@@ -151,9 +184,20 @@ def format_plan(
         c = r["cost"]
         lines.append(f"{r['cell'].id:62} {c['train']:9.0f} {c['eval']:9.0f}  {state}")
     cells_s = sum(sum(r["cost"].values()) for r in chosen)
-    shared_s = sum(planned["shared"].values())
-    for name, s in planned["shared"].items():
-        lines.append(f"{'shared: ' + name:62} {s:9.0f}  (once; none if already cached)")
+    needed = [grid.align_label(r["cell"]) for r in chosen]
+    shared_s = _shared_seconds(planned["shared"], needed)
+    for label, s in planned["shared"].items():
+        if s["done"]:
+            state = "done"
+        elif label in needed:
+            state = "run (once; less if the aligned model is cached)"
+        else:
+            state = "later (no cell to run now needs it)"
+        if s["align"] is not None:
+            lines.append(f"{'shared: align (' + label + ')':62} {s['align']:9.0f}  {state}")
+        lines.append(
+            f"{'shared: eval of the aligned model (' + label + ')':62} {s['eval']:9.0f}  {state}"
+        )
     rates = grid.cfg.cost
     origin = rates.measured or "assumed (cost: in the grid), not measured"
     lines.append(
@@ -199,8 +243,10 @@ def _run(grid: Grid, opts: BenchOptions, log: Any) -> dict[str, Any]:
     pending = [r for r in planned["rows"] if not r["done"]]
     todo = selected(planned["rows"], opts.only, opts.limit, str(grid.path))
     first = sum(sum(r["cost"].values()) for r in todo)
+    shared_s = _shared_seconds(planned["shared"], [grid.align_label(r["cell"]) for r in todo])
     log(f"bench: {len(planned['rows'])} cells, {len(planned['rows']) - len(pending)} done, "
-        f"running {len(todo)} (estimated {_hours(first)} + shared stages not yet cached)")  # fmt: skip
+        f"running {len(todo)} (estimated {_hours(first)} + {_hours(shared_s)} shared stages, "
+        "less where an aligned model is cached)")  # fmt: skip
     runner = _CellRunner(grid, out, sets, metrics, log)
     spent, estimated = 0.0, 0.0
     for k, row in enumerate(todo, 1):
