@@ -254,6 +254,13 @@ def load_config(path: str | Path, cls: type = RunConfig, overrides: Sequence[str
 
     overrides: `KEY=VALUE` strings (bds/overrides.py) applied to the file's data before it
     is validated; a problem with one names the override."""
+    data, lines = read_yaml(path)
+    return from_dict(cls, data, source=str(path), lines=lines, overrides=overrides)
+
+
+def read_yaml(path: str | Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+    """A YAML file's data ({} when empty) and the line of each key path in it; ConfigError
+    with file:line for a missing file, bad syntax or a key given twice."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -276,9 +283,7 @@ def load_config(path: str | Path, cls: type = RunConfig, overrides: Sequence[str
     if duplicate is not None:
         key, line = duplicate
         raise ConfigError(f"{path}:{line}: {key}: given twice (YAML keeps the last); keep one")
-    if data is None:
-        data = {}
-    return from_dict(cls, data, source=str(path), lines=lines, overrides=overrides)
+    return ({} if data is None else data), lines
 
 
 def from_dict(
@@ -289,7 +294,8 @@ def from_dict(
     overrides: Sequence[str] = (),
 ) -> Any:
     """Build dataclass `cls` from plain data (plus `KEY=VALUE` overrides), validating as
-    `load_config` does."""
+    `load_config` does. `lines`: key path -> its line in `source`, or a "file:line" string
+    for a key read from another file (a bench grid's `extends`)."""
     from bds.overrides import apply_overrides
 
     applied = {}
@@ -307,7 +313,7 @@ class _Builder:
     def __init__(
         self,
         source: str,
-        lines: dict[tuple[str, ...], int],
+        lines: dict[tuple[str, ...], int | str],
         overridden: dict[tuple[str, ...], str] | None = None,
     ):
         self.source = source
@@ -324,7 +330,7 @@ class _Builder:
             line = self.lines.get(keypath[:i])
             if line is not None:
                 break
-        where = f"{self.source}:{line}" if line else self.source
+        where = line if isinstance(line, str) else f"{self.source}:{line}" if line else self.source
         if override is not None:
             where = f"override {override}"
         elif beside := overrides_beside(self.overridden, keypath):

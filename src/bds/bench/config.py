@@ -1,6 +1,8 @@
 """The bench grid: which cells to run (defenses x harmful ratios x tasks x seeds), on which
 evaluation splits, and the rates its cost estimate uses.
 
+A grid file may `extends` another (load_grid): that grid with the file's keys merged over it.
+
 A cell's run config is a base run config (`base`, or the task's own) with overrides, in the
 order: the grid's `overrides`, the task's, then the cell's own (`data.harmful_ratio`,
 `data.seed`, `train.seed`), all through bds/overrides.py, so each is checked exactly as the
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bds.config import SourceConfig
-from bds.errors import FieldError
+from bds.errors import ConfigError, FieldError
 from bds.ranges import SEED_MAX
 
 SplitName = Literal["validation", "test"]
@@ -228,8 +230,67 @@ def cell_defenses() -> list[str]:
     return attack_methods() + alignment_defenses()
 
 
-def load_grid(path: str | Path) -> GridConfig:
-    """Read and validate a grid file (ConfigError with file:line on any problem)."""
-    from bds.config import load_config
+EXTENDS = "extends"  # a grid's parent grid file: its keys, with this file's merged over them
 
-    return load_config(path, GridConfig)
+
+def load_grid(path: str | Path) -> GridConfig:
+    """Read and validate a grid file (ConfigError with file:line on any problem), after
+    merging it over the grid it `extends` (if any; see grid_data)."""
+    from bds.config import from_dict
+
+    data, lines = grid_data(Path(path))
+    return from_dict(GridConfig, data, source=str(path), lines=lines)
+
+
+def grid_data(path: Path, chain: tuple[Path, ...] = ()) -> tuple[Any, dict]:
+    """A grid file's data, merged over its parent's when it names one (`extends: FILE`,
+    relative to it): mappings merge key by key (so `defense_settings.bds` may add one
+    setting), a list or a value replaces the parent's. The parent's paths (`base`, a task's
+    `base`) are rebased to this file's folder; its keys' lines name the parent's file."""
+    from bds.config import read_yaml
+
+    data, lines = read_yaml(path)
+    if not isinstance(data, dict) or EXTENDS not in data:
+        return data, lines
+    name = data.pop(EXTENDS)
+    where = f"{path}:{lines.get((EXTENDS,))}: {EXTENDS}"
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: name one grid file (relative to this one), e.g. demo-protocol.yaml")  # fmt: skip
+    parent = Path(name) if Path(name).is_absolute() else path.parent / name
+    here = path.resolve()
+    if parent.resolve() in (*chain, here):
+        raise ConfigError(
+            f"{where}: {name} is already in this chain of grids (a cycle); extend another grid"
+        )
+    if not parent.is_file():
+        raise ConfigError(f"{where}: no grid file {parent}; name an existing one, e.g. demo-protocol.yaml")  # fmt: skip
+    inherited, parent_lines = grid_data(parent, (*chain, here))
+    if not isinstance(inherited, dict):
+        raise ConfigError(f"{where}: {parent} holds no mapping of grid keys")
+    _rebase_paths(inherited, parent.parent, path.parent)
+    named = {k: v if isinstance(v, str) else f"{parent}:{v}" for k, v in parent_lines.items()}
+    return _merged(inherited, data), {**named, **lines}
+
+
+def _merged(parent: dict, child: dict) -> dict:
+    out = dict(parent)
+    for key, value in child.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
+
+
+def _rebase_paths(data: dict, was: Path, now: Path) -> None:
+    """Relative run-config paths of a grid read from folder `was`, as seen from `now`."""
+    import os
+
+    def rebased(name: Any) -> Any:
+        if not isinstance(name, str) or Path(name).is_absolute():
+            return name
+        return os.path.relpath(os.path.normpath(was / name), now)
+
+    if "base" in data:
+        data["base"] = rebased(data["base"])
+    for task in (data.get("tasks") or {}).values():
+        if isinstance(task, dict) and "base" in task:
+            task["base"] = rebased(task["base"])
