@@ -8,8 +8,9 @@ Each generated table sits in README.md between two marker lines:
 
 and is the bench report's comparison (bds.bench.report.comparison): per task and p, each
 defense's HS / FA / over-refusal with 95 % CIs over seeds and items, and its paired
-difference to DEFENSE. So a README number cannot drift from the result file it cites; the
-test suite fails when one has.
+difference to DEFENSE. A block opened by `<!-- generated: FILE verdict -->` holds the
+report's verdict on the expected result instead (bds.bench.verdict). So a README number
+cannot drift from the result file it cites; the test suite fails when one has.
 
     python benchmarks/readme_tables.py            # rewrite the tables from the result files
     python benchmarks/readme_tables.py --check    # exit 1 when one is out of date
@@ -23,11 +24,12 @@ import re
 import sys
 from pathlib import Path
 
-from bds.bench.report import comparison
+from bds.bench.report import comparison, markdown_table
+from bds.bench.verdict import HEADER, NOTE, verdict_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(
-    r"(?P<start><!-- generated: (?P<file>\S+) minus (?P<minus>\S+) -->\n)"
+    r"(?P<start><!-- generated: (?P<file>\S+) (?:minus (?P<minus>\S+)|(?P<verdict>verdict)) -->\n)"
     r"(?P<body>.*?)"
     r"(?P<end><!-- end generated -->)",
     re.S,
@@ -44,7 +46,12 @@ def render(text: str, root: Path = ROOT) -> str:
         results = json.loads(path.read_text())
         if "statistics" not in results:
             raise SystemExit(f"README: {match['file']} is not a `bds bench` results.json")
-        body = "\n".join(comparison(results, match["minus"])) + "\n"
+        if match["verdict"]:
+            rows = verdict_rows(results)
+            lines = [NOTE, "", *markdown_table(HEADER, rows)] if rows else ["(no verdict: no group with SFT and BDS, both with FA)"]  # fmt: skip
+        else:
+            lines = comparison(results, match["minus"])
+        body = "\n".join(lines) + "\n"
         return match["start"] + body + match["end"]
 
     return BLOCK.sub(table, text)

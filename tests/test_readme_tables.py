@@ -73,3 +73,17 @@ def test_a_marker_naming_no_result_file_is_one_clear_error(tmp_path):
     text = "<!-- generated: gone.json minus mix -->\n<!-- end generated -->\n"
     with pytest.raises(SystemExit, match="gone.json: no such result file"):
         readme_tables.render(text, root=tmp_path)
+
+
+def test_a_verdict_marker_holds_the_reports_verdict(tmp_path):
+    results = _results()
+    for row in results["statistics"]:  # FA level with SFT's for every defense
+        vs = {"sft": _stat(0.0, -0.5, 0.5)} if row["defense"] != "sft" else {}
+        row["metrics"]["finetune_accuracy"] = {"mean": _stat(75.0, 74.0, 76.0), "vs": vs}
+    results["statistics"][0]["metrics"]["harmful_score"]["vs"]["bds"] = _stat(31.0, 25.0, 37.0)
+    results["statistics"][1]["metrics"]["harmful_score"]["vs"]["bds"] = _stat(1.0, -1.5, 3.0)
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    text = "<!-- generated: r.json verdict -->\n<!-- end generated -->\n"
+    out = readme_tables.render(text, root=tmp_path)
+    assert "| test | toy | 0.2 | 2 | bds | not settled | HS level with BDS's" in out
+    assert "mix (+1.0 [-1.5, +3.0])" in out and "sft" not in out.split("level with")[1]

@@ -6,9 +6,10 @@ Per (split, task, p), from results.json's statistics (bds/bench/results.py):
 - eligible: the defenses whose paired FA difference to SFT (mean over seeds) is >= -FA_MARGIN;
 - the lowest mean HS among them;
 - the verdict: `confirmed` where BDS is eligible and every other eligible defense's HS is
-  above BDS's with a paired 95 % CI that excludes 0; `refuted` where BDS is not eligible, or
-  an eligible defense's HS is below BDS's with such a CI; `not settled` otherwise (some CI
-  contains 0, or a difference to BDS was not computed: BDS must be among the references).
+  above BDS's with a paired 95 % CI that excludes 0; `refuted` where BDS's FA is below SFT's
+  by more than the margin (the whole CI), or an eligible defense's HS is below BDS's with
+  such a CI; `not settled` otherwise (a CI straddles the line, or a difference to BDS was not
+  computed: BDS must be among the references).
 One seed settles nothing: the CIs then cover the prompts, not the training's seed-to-seed
 spread, so a one-seed row is `not settled (one seed)` whatever its CIs say.
 """
@@ -71,8 +72,14 @@ def _fa_change(row: dict[str, Any]) -> float:
 
 def _verdict(rows: dict[str, dict], eligible: dict[str, dict]) -> dict[str, Any]:
     if METHOD not in eligible:
-        fa = _fa_change(rows[METHOD])
-        return {"verdict": "refuted", "why": f"BDS loses {-fa:.1f} points of FA to SFT"}
+        diff = rows[METHOD]["metrics"][FA]["vs"].get(UNDEFENDED)
+        if not diff:
+            return {"verdict": "not settled", "why": "BDS's FA has no paired difference to SFT's"}
+        why = (f"BDS's FA is {-diff['mean']:.1f} points below SFT's (paired CI "
+               f"{diff['low']:+.1f} to {diff['high']:+.1f})")  # fmt: skip
+        if diff["high"] < -FA_MARGIN:  # it loses more than the margin, beyond the CI
+            return {"verdict": "refuted", "why": f"{why}: more than {FA_MARGIN:g}"}
+        return {"verdict": "not settled", "why": f"{why}: not clearly more than {FA_MARGIN:g}"}
     lower, open_ = [], []
     for name, row in eligible.items():
         if name == METHOD:
@@ -100,7 +107,8 @@ TITLE = "The expected result: BDS lowest in HS among defenses that keep FA"
 NOTE = (
     f"Eligible: paired FA difference to SFT >= -{FA_MARGIN:g} points (mean over seeds). "
     "Confirmed: every other eligible defense's HS above BDS's, paired 95 % CI excluding 0; "
-    "refuted: BDS not eligible, or an eligible defense below BDS with such a CI."
+    f"refuted: BDS's FA CI wholly more than {FA_MARGIN:g} point below SFT's, or an eligible "
+    "defense's HS below BDS's with such a CI; not settled: anything between."
 )
 HEADER = ["split", "task", "p", "seeds", "lowest HS (eligible)", "verdict", "why", "not eligible"]
 
