@@ -94,47 +94,54 @@ def plan(grid: Grid, out: Path) -> dict[str, Any]:
 
 
 def _shared_stages(grid: Grid, out: Path, items: dict, rates: Any) -> dict[str, dict]:
-    """Per aligned model (Grid.align_label): the estimated seconds of its alignment (None where
-    another task's identical alignment builds it, or the grid aligns nothing) and of its
-    evaluation, and whether this bench folder has both already (OUT/aligned.json)."""
+    """Per aligned model (Grid.align_label): the estimated seconds of building it (None when
+    the grid aligns nothing) and of evaluating it, the key its build is shared by (tasks
+    aligned alike share one model; `first`: the label that lists it), and whether this
+    bench folder has both already (OUT/aligned.json)."""
     shared: dict[str, dict] = {}
-    built_by: set[str] = set()
+    costs: dict[str, float] = {}
     for label in grid.align_labels():
         cfg = grid.aligned_config(label)
         key = short_digest(
             [cfg.model, cfg.align, cfg.train, cfg.data.alignment, cfg.data.n_alignment]
         )
-        align_s = None
-        if grid.cfg.align and key not in built_by:  # tasks aligned alike share one model
-            built_by.add(key)
-            align_s = align_cost(cfg, *_alignment_sizes(cfg), rates)
-        eval_s = cell_cost(cfg, items[grid.label_task(label)], rates)["eval"]
-        done = _aligned_done(out, label, grid.cfg.evaluate_on)
-        shared[label] = {"align": align_s, "eval": eval_s, "done": done}
+        first = key not in costs
+        if grid.cfg.align and first:
+            costs[key] = align_cost(cfg, *_alignment_sizes(cfg), rates)
+        shared[label] = {
+            "align": costs.get(key),
+            "align_key": key,
+            "first": first,
+            "eval": cell_cost(cfg, items[grid.label_task(label)], rates)["eval"],
+            **_aligned_state(out, label, grid.cfg.evaluate_on),
+        }
     return shared
 
 
-def _aligned_done(out: Path, label: str, splits: Any) -> bool:
-    """Aligned model `label` built and evaluated on every split by an earlier run of this
-    bench folder (its shared stages cost nothing now)."""
+def _aligned_state(out: Path, label: str, splits: Any) -> dict[str, bool]:
+    """Whether an earlier run of this bench folder built aligned model `label` (`built`) and
+    evaluated it on every split (`done`: its shared stages cost nothing now)."""
     from bds.eval.runner import RESULTS_FILE
 
     path = out / ALIGNED_FILE
     known = json.loads(path.read_text()).get(label) if path.is_file() else None
     if not known:
-        return False
-    model = Path(known["model"])
+        return {"built": False, "done": False}
     evals = known.get("evals", {})
-    built = not known.get("alignment_defense") or model.is_dir()
-    return built and all(
+    built = not known.get("alignment_defense") or Path(known["model"]).is_dir()
+    evaluated = all(
         split in evals and (Path(evals[split]) / RESULTS_FILE).is_file() for split in splits
     )
+    return {"built": built, "done": built and evaluated}
 
 
 def _shared_seconds(shared: dict[str, dict], labels: Any) -> float:
-    """The shared stages' seconds still to spend for the aligned models `labels`."""
+    """The shared stages' seconds still to spend for the aligned models `labels`: each one's
+    evaluation, and each build among them once, unless any label sharing it has it built."""
+    built = {s["align_key"] for s in shared.values() if s["built"]}
     todo = [shared[label] for label in dict.fromkeys(labels) if not shared[label]["done"]]
-    return sum((s["align"] or 0) + s["eval"] for s in todo)
+    builds = {s["align_key"]: s["align"] or 0.0 for s in todo if s["align_key"] not in built}
+    return sum(s["eval"] for s in todo) + sum(builds.values())
 
 
 def _alignment_sizes(cfg: Any) -> tuple[int, int]:
@@ -189,11 +196,13 @@ def format_plan(
     for label, s in planned["shared"].items():
         if s["done"]:
             state = "done"
-        elif label in needed:
-            state = "run (once; less if the aligned model is cached)"
-        else:
+        elif label not in needed:
             state = "later (no cell to run now needs it)"
-        if s["align"] is not None:
+        elif s["align"] is not None and not s["first"]:
+            state = "run (the aligned model: built for the task listed above)"
+        else:
+            state = "run (once; less if the aligned model is cached)"
+        if s["align"] is not None and s["first"]:
             lines.append(f"{'shared: align (' + label + ')':62} {s['align']:9.0f}  {state}")
         lines.append(
             f"{'shared: eval of the aligned model (' + label + ')':62} {s['eval']:9.0f}  {state}"
