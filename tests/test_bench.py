@@ -328,3 +328,17 @@ def _shared_lines(listing: str) -> dict[str, str]:
     """A dry run's shared-stage lines by stage name ('align (toy)', ...)."""
     shared = [line.removeprefix("shared: ") for line in listing.splitlines()]
     return {line.split(")")[0] + ")": line.rstrip() for line in shared if line.startswith(("align", "eval"))}  # fmt: skip
+
+
+def test_a_build_shared_by_two_tasks_is_counted_once_and_not_once_built():
+    from bds.bench.runner import _shared_seconds
+
+    def stage(key, first, built=False, done=False):
+        return {"align": 100.0, "align_key": key, "first": first, "eval": 10.0,
+                "built": built, "done": done}  # fmt: skip
+
+    shared = {"a": stage("k", True), "b": stage("k", False), "a/vaccine": stage("v", True)}
+    assert _shared_seconds(shared, ["a", "b", "b"]) == 100 + 10 + 10
+    assert _shared_seconds(shared, ["b", "a/vaccine"]) == 100 + 10 + 100 + 10
+    shared["a"] = stage("k", True, built=True, done=True)  # a's run built k and evaluated it
+    assert _shared_seconds(shared, ["a", "b"]) == 10  # b's evaluation only
