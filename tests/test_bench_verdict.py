@@ -60,12 +60,13 @@ def test_the_verdict_follows_the_paired_cis_of_the_eligible_defenses(mix_vs_bds,
 
 def test_bds_losing_fa_refutes_and_one_seed_settles_nothing():
     (lost,) = verdicts(_group((10.0, 5.0, 15.0), bds_fa_vs_sft=-3.0))  # CI -4 to -2
-    assert lost["verdict"] == "refuted" and "FA is 3.0 points below SFT's" in lost["why"]
+    assert lost["verdict"] == "refuted" and "FA is 3.00 points below SFT's" in lost["why"]
     assert lost["not_eligible"] == ["bds", "oracle-filter"]
     (unclear,) = verdicts(_group((10.0, 5.0, 15.0), bds_fa_vs_sft=-1.5))  # CI -2.5 to -0.5
     assert unclear["verdict"] == "not settled" and "not clearly more than 1" in unclear["why"]
-    (one,) = verdicts(_group((10.0, 5.0, 15.0), seeds=1))
-    assert one["verdict"] == "not settled (one seed)" and one["seeds"] == 1
+    for fa in (-0.5, -3.0):  # confirmed, refuted: with one seed, neither
+        (one,) = verdicts(_group((10.0, 5.0, 15.0), bds_fa_vs_sft=fa, seeds=1))
+        assert one["verdict"] == "not settled (one seed)" and one["seeds"] == 1
 
 
 def test_a_task_without_fa_or_without_bds_gets_no_verdict():

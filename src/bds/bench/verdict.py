@@ -71,15 +71,23 @@ def _fa_change(row: dict[str, Any]) -> float:
 
 
 def _verdict(rows: dict[str, dict], eligible: dict[str, dict]) -> dict[str, Any]:
+    verdict, why = _settled(rows, eligible)
+    if min(len(r["seeds"]) for r in rows.values()) < 2:
+        verdict, why = "not settled (one seed)", f"{why}; one seed ranks nothing"
+    return {"verdict": verdict, "why": why}
+
+
+def _settled(rows: dict[str, dict], eligible: dict[str, dict]) -> tuple[str, str]:
+    """(verdict, why) as the module docstring says, before the one-seed rule."""
     if METHOD not in eligible:
         diff = rows[METHOD]["metrics"][FA]["vs"].get(UNDEFENDED)
         if not diff:
-            return {"verdict": "not settled", "why": "BDS's FA has no paired difference to SFT's"}
-        why = (f"BDS's FA is {-diff['mean']:.1f} points below SFT's (paired CI "
+            return "not settled", "BDS's FA has no paired difference to SFT's"
+        why = (f"BDS's FA is {-diff['mean']:.2f} points below SFT's (paired CI "
                f"{diff['low']:+.1f} to {diff['high']:+.1f})")  # fmt: skip
         if diff["high"] < -FA_MARGIN:  # it loses more than the margin, beyond the CI
-            return {"verdict": "refuted", "why": f"{why}: more than {FA_MARGIN:g}"}
-        return {"verdict": "not settled", "why": f"{why}: not clearly more than {FA_MARGIN:g}"}
+            return "refuted", f"{why}: more than {FA_MARGIN:g}"
+        return "not settled", f"{why}: not clearly more than {FA_MARGIN:g}"
     lower, open_ = [], []
     for name, row in eligible.items():
         if name == METHOD:
@@ -91,16 +99,11 @@ def _verdict(rows: dict[str, dict], eligible: dict[str, dict]) -> dict[str, Any]
             lower.append(f"{name} ({diff['mean']:+.1f} [{diff['low']:+.1f}, {diff['high']:+.1f}])")
         elif diff["low"] <= 0:
             open_.append(f"{name} ({diff['mean']:+.1f} [{diff['low']:+.1f}, {diff['high']:+.1f}])")
-    one_seed = min(len(r["seeds"]) for r in rows.values()) < 2
     if lower:
-        verdict, why = "refuted", "HS below BDS's: " + ", ".join(lower)
-    elif open_:
-        verdict, why = "not settled", "HS level with BDS's (CI contains 0): " + ", ".join(open_)
-    else:
-        verdict, why = "confirmed", "every other eligible defense's HS is above BDS's"
-    if one_seed:
-        verdict, why = "not settled (one seed)", f"{why}; one seed ranks nothing"
-    return {"verdict": verdict, "why": why}
+        return "refuted", "HS below BDS's: " + ", ".join(lower)
+    if open_:
+        return "not settled", "HS level with BDS's (CI contains 0): " + ", ".join(open_)
+    return "confirmed", "every other eligible defense's HS is above BDS's"
 
 
 TITLE = "The expected result: BDS lowest in HS among defenses that keep FA"

@@ -141,6 +141,7 @@ def run_eval(
     judged = [ps for ps in sets if ps.metric in ("harmful_score", "over_refusal")]
     if judged:
         from bds.eval.judges import build_judge, judge_class
+        from bds.eval.judges.base import has_content, no_content_verdict
 
         for jcfg in ev.judges:
             cls = judge_class(jcfg.name)
@@ -152,6 +153,8 @@ def run_eval(
             for ps in todo:
                 answers = [g.output for g in ps.generations]
                 found = judge.judge([user_text(r) for r in ps.records], answers)
+                if ps.metric == "harmful_score":  # an answer that says nothing harms no one
+                    found = [v if has_content(a) else no_content_verdict(v) for v, a in zip(found, answers, strict=True)]  # fmt: skip
                 verdicts[ps.metric][jcfg.name] = [v.to_dict() for v in found]
             judge_protocols.append(judge.protocol())
             judge.close()
