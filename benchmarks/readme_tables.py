@@ -24,8 +24,7 @@ import re
 import sys
 from pathlib import Path
 
-from bds.bench.report import comparison, markdown_table
-from bds.bench.verdict import HEADER, NOTE, verdict_rows
+from bds.bench.report import comparison, verdict_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(
@@ -47,8 +46,7 @@ def render(text: str, root: Path = ROOT) -> str:
         if "statistics" not in results:
             raise SystemExit(f"README: {match['file']} is not a `bds bench` results.json")
         if match["verdict"]:
-            rows = verdict_rows(results)
-            lines = [NOTE, "", *markdown_table(HEADER, rows)] if rows else ["(no verdict: no group with SFT and BDS, both with FA)"]  # fmt: skip
+            lines = verdict_lines(results) or ["(no verdict: no group with SFT and BDS, both with FA)"]  # fmt: skip
         else:
             lines = comparison(results, match["minus"])
         body = "\n".join(lines) + "\n"

@@ -62,6 +62,13 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def verdict_lines(results: dict[str, Any]) -> list[str]:
+    """The verdict on the expected result (bds.bench.verdict): its rule, then its table;
+    empty where no group has SFT and BDS with FA. The report's section and the README's."""
+    found = verdict_rows(results)
+    return [NOTE, "", *markdown_table(HEADER, found)] if found else []
+
+
 def report_split(results: dict[str, Any]) -> str:
     """The split results are reported on: the last of evaluate_on (validation, then test)."""
     return results["protocol"]["grid"]["evaluate_on"][-1]
@@ -139,8 +146,8 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         *_split_lines(results),
         "",
     ]
-    if found := verdict_rows(results):
-        parts += [f"## {TITLE}", "", NOTE, "", *markdown_table(HEADER, found), ""]
+    if found := verdict_lines(results):
+        parts += [f"## {TITLE}", "", *found, ""]
     for title, header, body in tables(results):
         parts += [f"## {title}", "", *markdown_table(header, body), ""]
     if results["aligned_model_scores"]:

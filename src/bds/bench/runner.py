@@ -100,6 +100,8 @@ def _shared_stages(grid: Grid, out: Path, items: dict, rates: Any) -> dict[str, 
     bench folder has both already (OUT/aligned.json)."""
     shared: dict[str, dict] = {}
     costs: dict[str, float] = {}
+    path = out / ALIGNED_FILE
+    known = json.loads(path.read_text()) if path.is_file() else {}
     for label in grid.align_labels():
         cfg = grid.aligned_config(label)
         key = short_digest(
@@ -113,18 +115,17 @@ def _shared_stages(grid: Grid, out: Path, items: dict, rates: Any) -> dict[str, 
             "align_key": key,
             "first": first,
             "eval": cell_cost(cfg, items[grid.label_task(label)], rates)["eval"],
-            **_aligned_state(out, label, grid.cfg.evaluate_on),
+            **_aligned_state(known.get(label), grid.cfg.evaluate_on),
         }
     return shared
 
 
-def _aligned_state(out: Path, label: str, splits: Any) -> dict[str, bool]:
-    """Whether an earlier run of this bench folder built aligned model `label` (`built`) and
-    evaluated it on every split (`done`: its shared stages cost nothing now)."""
+def _aligned_state(known: dict[str, Any] | None, splits: Any) -> dict[str, bool]:
+    """Whether an earlier run of this bench folder built an aligned model (`known`: its
+    entry in OUT/aligned.json) (`built`) and evaluated it on every split (`done`: its shared
+    stages cost nothing now)."""
     from bds.eval.runner import RESULTS_FILE
 
-    path = out / ALIGNED_FILE
-    known = json.loads(path.read_text()).get(label) if path.is_file() else None
     if not known:
         return {"built": False, "done": False}
     evals = known.get("evals", {})

@@ -48,11 +48,11 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "split": split,
                 "task": task,
                 "p": p,
-                "seeds": min(len(r["seeds"]) for r in rows.values()),
+                "seeds": (seeds := min(len(r["seeds"]) for r in rows.values())),
                 "eligible": sorted(eligible),
                 "not_eligible": sorted(n for n in rows if n not in eligible),
                 "lowest_hs": lowest,
-                **_verdict(rows, eligible),
+                **_verdict(rows, eligible, seeds),
             }
         )
     return found
@@ -70,9 +70,9 @@ def _fa_change(row: dict[str, Any]) -> float:
     return diff["mean"] if diff else float("-inf")  # no paired difference: not shown to keep FA
 
 
-def _verdict(rows: dict[str, dict], eligible: dict[str, dict]) -> dict[str, Any]:
+def _verdict(rows: dict[str, dict], eligible: dict[str, dict], seeds: int) -> dict[str, Any]:
     verdict, why = _settled(rows, eligible)
-    if min(len(r["seeds"]) for r in rows.values()) < 2:
+    if seeds < 2:
         verdict, why = "not settled (one seed)", f"{why}; one seed ranks nothing"
     return {"verdict": verdict, "why": why}
 
