@@ -32,6 +32,7 @@ from bds.data.schema import Record
 from bds.defenses.registry import default_settings
 from bds.errors import BDSInputError
 from bds.io import atomic_directory, short_digest, to_jsonable
+from bds.lock import LOCK_FILE, folder_lock
 
 RETAIN_FILE = "retain.jsonl"
 ALIGNMENT_INFO_FILE = "bds_alignment.json"
@@ -97,24 +98,36 @@ def alignment_key(cfg: RunConfig, data: PreparedData) -> str:
     return short_digest(alignment_plan(cfg, data)[2])
 
 
-def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
+def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print, wait: bool = True) -> Path:
     """A safety-aligned model folder: the base fine-tuned on D_safe (+ retain set), merged.
 
     Cached by everything it depends on; the package's shipped adapter is used when it was
     built for the same key (bds/aligned_asset.py); an interrupted build keeps its finished
-    retain answers and its latest SFT checkpoint in `<key>.work/` and resumes from them."""
-    from bds.aligned_asset import install_shipped, shipped_retain
-    from bds.training.trainer import train
-
+    retain answers and its latest SFT checkpoint in `<key>.work/` and resumes from them.
+    One process builds a key at a time: another one waits for it (`wait`), or gets
+    bds.lock.FolderBusy (a bench worker then runs other cells first)."""
     acfg, requests, spec = alignment_plan(cfg, data)
     target = cache_dir() / "aligned" / short_digest(spec)
     if (target / "config.json").is_file():
         log(f"align: reusing {target}")
         return target
-    if install_shipped(cfg.model, spec, target, log):
-        return target
     work = target.with_name(target.name + WORK_SUFFIX)
-    work.mkdir(parents=True, exist_ok=True)
+    with folder_lock(work, note=log, wait=wait):
+        if (target / "config.json").is_file():  # built by the process this one waited for
+            log(f"align: reusing {target}")
+        else:
+            _build(cfg, data, acfg, requests, spec, target, work, log)
+    if work.is_dir() and not any(work.iterdir()):
+        work.rmdir()  # the lock's folder, left empty by a process that waited
+    return target
+
+
+def _build(cfg, data, acfg, requests, spec, target: Path, work: Path, log: Any) -> None:
+    from bds.aligned_asset import install_shipped, shipped_retain
+    from bds.training.trainer import train
+
+    if install_shipped(cfg.model, spec, target, log):
+        return
     retain: list[Record] = []
     notes: list[str] = []
     if requests:
@@ -144,8 +157,12 @@ def align_stage(cfg: RunConfig, data: PreparedData, log: Any = print) -> Path:
     adapter = result.output_dir / "adapter"
     merged = merge_adapter(cfg.model, adapter)
     write_aligned(target, merged, cfg.model, adapter, [r.to_dict() for r in retain], info)
-    shutil.rmtree(work, ignore_errors=True)  # the model is whole: its work is no longer needed
-    return target
+    # The model is whole: its work is no longer needed (the lock file goes last, on release).
+    for entry in work.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        elif entry.name != LOCK_FILE:
+            entry.unlink()
 
 
 def merge_adapter(model_cfg: Any, adapter: Path) -> Any:

@@ -342,6 +342,16 @@ def bench(
             "match any text), e.g. 'sentiment/p=0.2/*/seed=0'."
         ),
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes sharing the cells on this machine, each with CPUs/N "
+            "threads and, with CUDA, one GPU (round robin). Other machines sharing the "
+            "folder may run `bds bench` on it at the same time.",
+        ),
+    ] = 1,
+    worker: Annotated[bool, typer.Option("--worker", hidden=True)] = False,
 ) -> None:
     """Run a grid of defenses x harmful ratios x tasks x seeds; report with confidence intervals.
 
@@ -350,7 +360,7 @@ def bench(
     """
     from bds.bench.runner import BenchOptions, run_bench
 
-    opts = BenchOptions(Path(config), Path(output), limit, dry_run, tuple(only or ()))
+    opts = BenchOptions(Path(config), Path(output), limit, dry_run, tuple(only or ()), jobs, worker)
     results = run_bench(
         opts, log=lambda m: console.print(escape(m), highlight=False, soft_wrap=True)
     )

@@ -30,8 +30,9 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write (dataclasses and paths converted)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    """Atomic JSON write (dataclasses and paths converted); the temporary file is the
+    process's own, so two writers of one file never write into each other's."""
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     tmp.write_text(
         json.dumps(to_jsonable(data), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )

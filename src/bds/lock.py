@@ -4,6 +4,10 @@ Two `bds train` on one folder would interleave their logs and leave one run's su
 beside the other's adapter. The lock is created with O_EXCL (atomic on local and NFSv3+
 file systems); a lock left by a process that no longer runs on this host is taken over,
 with a note. A lock held on another host cannot be checked from here and is refused.
+
+Stages several processes may reach at once (an aligned model or an evaluation two bench
+workers both need) wait for the holder instead (`wait=True`); a bench worker skips a cell
+another worker holds (`try_folder_lock`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ from pathlib import Path
 from bds.errors import BDSInputError
 
 LOCK_FILE = ".bds.lock"
+WAIT_POLL_SECONDS = 5.0
+
+
+class FolderBusy(BDSInputError):
+    """Another live process (or one on another host) holds the folder's lock."""
+
+    def __init__(self, message: str, holder: str):
+        super().__init__(message)
+        self.holder = holder  # "process PID on HOST"
 
 
 def _alive(pid: int) -> bool:
@@ -46,9 +59,50 @@ def _create(path: Path) -> int | None:
 
 
 @contextmanager
-def folder_lock(folder: str | Path, note: Callable[[str], None] = print) -> Iterator[Path]:
-    """Hold `folder`'s lock for the duration; BDSInputError when another live process has it."""
-    folder = Path(folder)
+def folder_lock(
+    folder: str | Path,
+    note: Callable[[str], None] = print,
+    wait: bool = False,
+    poll: float = WAIT_POLL_SECONDS,
+) -> Iterator[Path]:
+    """Hold `folder`'s lock for the duration. FolderBusy when another live process has it,
+    unless `wait`: then wait for it (polling every `poll` seconds; one note)."""
+    waited = False
+    while True:
+        try:
+            path = _acquire(Path(folder), note)
+            break
+        except FolderBusy as busy:
+            if not wait:
+                raise
+            if not waited:
+                note(f"waiting for {folder}: {busy.holder} holds it")
+                waited = True
+            time.sleep(poll)
+    try:
+        yield path
+    finally:
+        _release(path)
+
+
+@contextmanager
+def try_folder_lock(
+    folder: str | Path, note: Callable[[str], None] = print
+) -> Iterator[Path | None]:
+    """`folder`'s lock held for the duration, or None (nothing held) when another process
+    has it."""
+    try:
+        path = _acquire(Path(folder), note)
+    except FolderBusy:
+        yield None
+        return
+    try:
+        yield path
+    finally:
+        _release(path)
+
+
+def _acquire(folder: Path, note: Callable[[str], None]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
@@ -57,7 +111,7 @@ def folder_lock(folder: str | Path, note: Callable[[str], None] = print) -> Iter
         if fd is not None:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(me, fh)
-            break
+            return path
         holder = _holder(path)
         if holder is None:
             if path.exists() and time.time() - path.stat().st_mtime < 5:  # being written now
@@ -68,18 +122,18 @@ def folder_lock(folder: str | Path, note: Callable[[str], None] = print) -> Iter
             raise BDSInputError(f"{folder}: this process already writes there")
         elif holder.get("host") != me["host"] or _alive(int(holder.get("pid", -1))):
             since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.get("since", 0)))
-            raise BDSInputError(
-                f"{folder}: in use by process {holder.get('pid')} on {holder.get('host')} "
-                f"since {since}; wait for it, use another folder, or delete {path} if that "
-                "process is gone"
+            who = f"process {holder.get('pid')} on {holder.get('host')}"
+            raise FolderBusy(
+                f"{folder}: in use by {who} since {since}; wait for it, use another folder, "
+                f"or delete {path} if that process is gone",
+                who,
             )
         else:
             note(f"note: took over {path} from process {holder['pid']}, which no longer runs")
         path.unlink(missing_ok=True)
-    else:
-        raise BDSInputError(f"{folder}: could not take its lock {path}; try again")
-    try:
-        yield path
-    finally:
-        if (_holder(path) or {}).get("pid") == me["pid"]:
-            path.unlink(missing_ok=True)
+    raise BDSInputError(f"{folder}: could not take its lock {path}; try again")
+
+
+def _release(path: Path) -> None:
+    if (_holder(path) or {}).get("pid") == os.getpid():
+        path.unlink(missing_ok=True)

@@ -7,6 +7,12 @@ cell.json for the same config is skipped. Shared stages are cached: the aligned 
 (bds/align.py, one per task config and alignment-stage defense, each evaluated before any
 attack: OUT/aligned.json), and evaluations, keyed by the model's files and the evaluation
 config (OUT/evals/<key>/), so an unchanged model is never evaluated twice.
+
+Several processes may work on one bench folder at once (`--jobs`, bds/bench/workers.py, or
+`bds bench` started on several machines that share the folder): each takes a cell's lock
+before running it and skips a cell another one holds; a shared stage one of them is
+building is waited for (an aligned model: after the cells that do not need it), and the
+folder's shared files (eval-sets/, aligned.json, the report) are written under its lock.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from bds.run_identity import same_config
 CELL_FILE = "cell.json"
 EVALS_DIR = "evals"
 ALIGNED_FILE = "aligned.json"  # task -> the aligned model and its evaluation folders
+DONE_IN = "done in"  # a worker's line for a finished cell: "bench: CELL done in S s"
 
 
 @dataclass
@@ -35,6 +42,8 @@ class BenchOptions:
     limit: int | None = None
     dry_run: bool = False
     only: tuple[str, ...] = ()  # cell-id patterns (fnmatch); empty: every cell
+    jobs: int = 1  # worker processes on this machine (bds/bench/workers.py)
+    worker: bool = False  # one of them: runs cells, leaves the report to the parent
 
 
 def task_metric(cfg: Any) -> str:
@@ -228,8 +237,7 @@ def _hours(seconds: float) -> str:
 
 def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any] | None:
     """Run the grid's pending cells (those matching `only`, the first `limit` of them), then
-    write the report over every finished cell."""
-    from bds.lock import folder_lock
+    write the report over every finished cell (a worker leaves it to its parent: None)."""
     from bds.outdir import check_output_dir
 
     grid = Grid(load_grid(opts.grid), opts.grid)
@@ -238,17 +246,37 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any] | None:
             log(line)
         return None
     check_output_dir(opts.output)
-    with folder_lock(opts.output, note=log):
-        return _run(grid, opts, log)
+    if opts.jobs > 1:
+        from bds.bench.workers import run_workers
+
+        rows = selected(plan(grid, opts.output)["rows"], opts.only, opts.limit, str(grid.path))
+        run_workers(opts, rows, log)
+    else:
+        _run(grid, opts, log)
+    return None if opts.worker else write_report(grid, opts.output, log)
 
 
-def _run(grid: Grid, opts: BenchOptions, log: Any) -> dict[str, Any]:
+def write_report(grid: Grid, out: Path, log: Any = print) -> dict[str, Any]:
+    """results.json, report.md/html and plots over every finished cell."""
     from bds.bench.evalsets import materialize
     from bds.bench.results import collect, write_outputs
+    from bds.lock import folder_lock
+
+    metrics = {task: _metric_or_none(grid.task_config(task)) for task in grid.cfg.tasks}
+    with folder_lock(out, note=log, wait=True):
+        results = to_jsonable(collect(grid, out, materialize(grid, out, metrics)))
+        write_outputs(results, out)
+    return results
+
+
+def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
+    from bds.bench.evalsets import materialize
+    from bds.lock import FolderBusy, folder_lock, try_folder_lock
 
     out = opts.output
     metrics = {task: _metric_or_none(grid.task_config(task)) for task in grid.cfg.tasks}
-    sets = materialize(grid, out, metrics)
+    with folder_lock(out, note=log, wait=True):  # written once, by one process
+        sets = materialize(grid, out, metrics)
     planned = plan(grid, out)
     pending = [r for r in planned["rows"] if not r["done"]]
     todo = selected(planned["rows"], opts.only, opts.limit, str(grid.path))
@@ -259,19 +287,34 @@ def _run(grid: Grid, opts: BenchOptions, log: Any) -> dict[str, Any]:
         "less where an aligned model is cached)")  # fmt: skip
     runner = _CellRunner(grid, out, sets, metrics, log)
     spent, estimated = 0.0, 0.0
-    for k, row in enumerate(todo, 1):
+    queue, deferred, ran = list(todo), set(), 0
+    while queue:
+        row = queue.pop(0)
         cell = row["cell"]
-        runner.aligned_model(grid.align_label(cell))  # shared: built once, not in the cell's time
-        t0 = time.perf_counter()
-        runner.run(cell)
-        spent += time.perf_counter() - t0
+        with try_folder_lock(cell.folder(out), note=log) as held:
+            if held is None:
+                log(f"bench: {cell.id}: another process runs it; left to it")
+                continue
+            if is_done(cell, grid.config(cell), out, grid.cfg.evaluate_on):
+                continue  # finished by another process since the plan
+            try:  # shared: built once, not in the cell's time; waited for only when nothing
+                # else is left to run (a cell seen before has had every other cell tried)
+                runner.aligned_model(grid.align_label(cell), wait=cell.id in deferred)
+            except FolderBusy:
+                deferred.add(cell.id)
+                queue.append(row)
+                continue
+            t0 = time.perf_counter()
+            runner.run(cell)
+        ran += 1
+        took = time.perf_counter() - t0
+        if opts.worker:  # its parent counts the cells of all workers and gives the ETA
+            log(f"bench: {cell.id} {DONE_IN} {took:.0f} s")
+            continue
+        spent += took
         estimated += sum(row["cost"].values())
-        left = sum(sum(r["cost"].values()) for r in todo[k:]) * (spent / max(estimated, 1e-9))
-        log(f"bench: [{k}/{len(todo)}] {cell.id} done in {time.perf_counter() - t0:.0f} s; "
-            f"ETA {_hours(left)}")  # fmt: skip
-    results = to_jsonable(collect(grid, out, sets))
-    write_outputs(results, out)
-    return results
+        left = sum(sum(r["cost"].values()) for r in queue) * (spent / max(estimated, 1e-9))
+        log(f"bench: [{ran}/{len(todo)}] {cell.id} {DONE_IN} {took:.0f} s; ETA {_hours(left)}")
 
 
 def _metric_or_none(cfg: Any) -> str:
@@ -288,37 +331,42 @@ class _CellRunner:
         self.grid, self.out, self.sets, self.metrics, self.log = grid, out, sets, metrics, log
         self.aligned: dict[str, Path | None] = {}
 
-    def aligned_model(self, label: str) -> Path | None:
+    def aligned_model(self, label: str, wait: bool = True) -> Path | None:
         """Aligned model `label` (Grid.align_label), built or found, and evaluated before any
-        attack (None: the grid attacks the base model as it is)."""
+        attack (None: the grid attacks the base model as it is). bds.lock.FolderBusy when
+        another process builds it and not `wait`."""
+        from bds.lock import folder_lock
+
         if label not in self.aligned:
             cfg = self.grid.aligned_config(label)
-            if not self.grid.cfg.align:
-                self.aligned[label] = None
-            else:
+            model = None
+            if self.grid.cfg.align:
                 from bds.align import align_stage
                 from bds.data.pipeline import prepare_data
 
-                self.aligned[label] = align_stage(cfg, prepare_data(cfg.data), self.log)
+                model = align_stage(cfg, prepare_data(cfg.data), self.log, wait=wait)
             task = self.grid.label_task(label)
             evals = {
-                split: str(self.evaluate(cfg, task, split, self.aligned[label], None))
+                split: str(self.evaluate(cfg, task, split, model, None))
                 for split in self.grid.cfg.evaluate_on
             }
-            path = self.out / ALIGNED_FILE
-            known = json.loads(path.read_text()) if path.is_file() else {}
-            known[label] = {
-                "model": str(self.aligned[label] or cfg.model.name),
-                "alignment_defense": cfg.align.defense.name if self.grid.cfg.align else None,
-                "evals": evals,
-            }
-            write_json(path, known)
+            with folder_lock(self.out, note=self.log, wait=True):  # one writer at a time
+                path = self.out / ALIGNED_FILE
+                known = json.loads(path.read_text()) if path.is_file() else {}
+                known[label] = {
+                    "model": str(model or cfg.model.name),
+                    "alignment_defense": cfg.align.defense.name if self.grid.cfg.align else None,
+                    "evals": evals,
+                }
+                write_json(path, known)
+            self.aligned[label] = model
         return self.aligned[label]
 
     def evaluate(self, cfg: Any, task: str, split: str, model: Path | None, adapter: Path | None):
         """The evaluation folder of (model, adapter) on `split`, run unless cached."""
         from bds.bench.evalsets import eval_config_for
         from bds.eval.runner import RESULTS_FILE, run_eval
+        from bds.lock import folder_lock
 
         ev = eval_config_for(cfg, self.sets[task][split], self.metrics[task])
         ev.adapter = str(adapter) if adapter else None
@@ -334,11 +382,12 @@ class _CellRunner:
             }
         )
         folder = self.out / EVALS_DIR / key
-        if (folder / RESULTS_FILE).is_file():
-            self.log(f"eval: {folder.name} done before, kept")
-        else:
-            self.log(f"eval ({split}): {adapter or model_cfg.name}")
-            run_eval(model_cfg, ev, template, folder, log=self.log)
+        with folder_lock(folder, note=self.log, wait=True):  # another process may run it now
+            if (folder / RESULTS_FILE).is_file():
+                self.log(f"eval: {folder.name} done before, kept")
+            else:
+                self.log(f"eval ({split}): {adapter or model_cfg.name}")
+                run_eval(model_cfg, ev, template, folder, log=self.log)
         return folder
 
     def run(self, cell: Cell) -> None:
@@ -372,11 +421,18 @@ class _CellRunner:
                 "counts": summary.get("counts"),
             },
             "seconds": {"attack": round(train_s, 1), "total": round(time.perf_counter() - t0, 1)},
+            "threads": _threads(),  # rounding differs between thread counts; recorded
         }
         if earlier:  # the attack ran before: its time, plus the evaluation added now
             total = earlier["seconds"]["total"] + record["seconds"]["total"]
             record["seconds"] = {"attack": earlier["seconds"]["attack"], "total": round(total, 1)}
         write_json(folder / CELL_FILE, record)
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _named(model_cfg: Any, name: str) -> Any:

@@ -1,0 +1,155 @@
+"""Several processes on one bench folder: `--jobs N` workers share the cells out by their
+locks, a cell another process holds is left to it, and a shared stage another process is
+building is waited for only after the cells that do not need it."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import yaml
+from test_bench import grid  # noqa: F401 (a fixture)
+from test_demo import cli, demo_config  # noqa: F401 (a fixture)
+
+from bds.lock import LOCK_FILE, FolderBusy, folder_lock, try_folder_lock
+
+CELLS = {f"toy/p=0.2/{d}/seed={s}" for d in ("sft", "bds") for s in (0, 1)}
+
+
+@pytest.fixture
+def sleeper():
+    """A live process on this host, to name as a lock's holder."""
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def hold(folder, proc):
+    folder.mkdir(parents=True, exist_ok=True)
+    holder = {"pid": proc.pid, "host": socket.gethostname(), "since": time.time()}
+    (folder / LOCK_FILE).write_text(json.dumps(holder))
+
+
+def test_two_workers_run_every_cell_once_and_one_report_covers_them(tmp_path, grid, capsys):  # noqa: F811
+    out = tmp_path / "bench"
+    assert cli(["bench", "-c", str(grid), "-o", str(out), "--jobs", "2"]) == 0
+    printed = capsys.readouterr().out
+    finished = re.findall(r"\[worker (\d)\] bench: \[(\d)/4\] (\S+) done in \d+ s; ETA", printed)
+    assert sorted(cell for _, _, cell in finished) == sorted(CELLS)  # each cell once
+    assert sorted(int(k) for _, k, _ in finished) == [1, 2, 3, 4]  # counted over both workers
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["cells"]) == 4 and (out / "report.md").is_file()
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    for cell in CELLS:
+        record = json.loads((out / "cells" / cell / "cell.json").read_text())
+        assert record["threads"] == threads
+        assert not (out / "cells" / cell / LOCK_FILE).exists()
+    for i in (1, 2):
+        assert "bench: 4 cells" in (out / "workers" / f"{i}.log").read_text()
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_a_cell_another_process_holds_is_left_to_it(tmp_path, grid, capsys, sleeper, one_thread):  # noqa: F811
+    cfg = yaml.safe_load(grid.read_text())
+    cfg["defenses"] = ["sft"]
+    grid.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "bench"
+    held = out / "cells/toy/p=0.2/sft/seed=0"
+    hold(held, sleeper)
+    argv = ["bench", "-c", str(grid), "-o", str(out)]
+    assert cli(argv) == 0
+    assert "toy/p=0.2/sft/seed=0: another process runs it; left to it" in capsys.readouterr().out
+    assert [c["seed"] for c in json.loads((out / "results.json").read_text())["cells"]] == [1]
+    assert not (held / "cell.json").exists()
+
+    sleeper.kill()
+    sleeper.wait()
+    assert cli(argv) == 0  # its holder gone, the cell is run (its lock taken over)
+    assert "took over" in capsys.readouterr().out
+    assert len(json.loads((out / "results.json").read_text())["cells"]) == 2
+
+
+def test_an_aligned_model_being_built_elsewhere_waits_until_the_other_cells_ran(
+    tmp_path,
+    grid,  # noqa: F811
+    monkeypatch,
+    one_thread,
+):
+    from bds.bench import runner
+
+    cfg = yaml.safe_load(grid.read_text())
+    cfg["tasks"]["other"] = {"overrides": ["eval.batch_size=4"]}  # aligned alike: one model
+    cfg["defenses"], cfg["seeds"] = ["sft"], [0]
+    grid.write_text(yaml.safe_dump(cfg))
+    real = runner._CellRunner.aligned_model
+    calls = []
+
+    def busy_until_waited(self, label, wait=True):
+        calls.append((label, wait))
+        if not wait and not any(w for _, w in calls[:-1]):
+            raise FolderBusy("built elsewhere", "process 1 on elsewhere")
+        return real(self, label, wait)
+
+    monkeypatch.setattr(runner._CellRunner, "aligned_model", busy_until_waited)
+    assert cli(["bench", "-c", str(grid), "-o", str(tmp_path / "b")]) == 0
+    # Both cells tried without waiting, then the first waited for and run (the cell asks
+    # for its model again), then the second.
+    first, second = calls[0][0], calls[1][0]
+    assert first != second
+    assert calls == [(first, False), (second, False), *[(first, True)] * 2, *[(second, True)] * 2]
+
+
+def test_a_waiting_lock_is_taken_when_its_holder_ends(tmp_path, sleeper):
+    folder = tmp_path / "stage"
+    hold(folder, sleeper)
+    with pytest.raises(FolderBusy, match=f"in use by process {sleeper.pid}"), folder_lock(folder):
+        pass
+    with try_folder_lock(folder) as held:
+        assert held is None
+    notes = []
+
+    def end_holder():  # reaped too: a zombie still answers os.kill(pid, 0)
+        time.sleep(0.5)
+        sleeper.kill()
+        sleeper.wait()
+
+    ender = threading.Thread(target=end_holder)
+    ender.start()
+    with folder_lock(folder, note=notes.append, wait=True, poll=0.1) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    ender.join()
+    assert (
+        notes[0]
+        == f"waiting for {folder}: process {sleeper.pid} on {socket.gethostname()} holds it"
+    )
+    assert not (folder / LOCK_FILE).exists()
+
+
+def test_an_aligned_model_another_process_builds_is_busy_or_waited_for(
+    tmp_path,
+    demo_config,  # noqa: F811
+    sleeper,
+    monkeypatch,
+):
+    from bds.align import WORK_SUFFIX, align_stage, alignment_plan
+    from bds.assets import cache_dir
+    from bds.config import load_config
+    from bds.data.pipeline import prepare_data
+    from bds.io import short_digest
+
+    cfg = load_config(demo_config)
+    data = prepare_data(cfg.data)
+    key = short_digest(alignment_plan(cfg, data)[2])
+    work = cache_dir() / "aligned" / (key + WORK_SUFFIX)
+    hold(work, sleeper)
+    with pytest.raises(FolderBusy):
+        align_stage(cfg, data, wait=False)
+    sleeper.kill()  # the holder ends without a model: the waiter builds it
+    sleeper.wait()
+    target = align_stage(cfg, data, wait=True)
+    assert (target / "config.json").is_file() and not work.exists()
