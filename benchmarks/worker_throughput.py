@@ -5,7 +5,8 @@ Each variant K x T starts K processes at once, each at T torch threads, each ans
 same --prompts held-out harmful prompts (bds.eval.generate, the evaluation's own path:
 greedy, --tokens new tokens, batch 32, longest first, shared prefix) with --model
 (+ --adapter); throughput = K * prompts / the slowest process's generation time (model
-loading excluded). Also counts each process's answers identical to the first variant's
+loading excluded), the median of --repeats runs (variants interleaved, so a slow spell of
+the machine falls on all of them). Also counts each process's answers identical to the first variant's
 (thread counts can round differently; greedy answers then change).
 
     python benchmarks/worker_throughput.py --output benchmarks/results/worker_throughput.json
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", default="benchmarks/results/worker_throughput.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -79,20 +82,28 @@ def main() -> None:
 
     cpus = len(os.sched_getaffinity(0))
     variants = [(k, cpus // k) for k in range(1, cpus + 1) if cpus % k == 0]
-    rows, first = [], None
-    for processes, threads in variants:
-        runs = run_variant(args, processes, threads)
-        first = first or runs[0]["answers"]
-        slowest = max(r["seconds"] for r in runs)
+    runs: dict[tuple[int, int], list[list[dict]]] = {v: [] for v in variants}
+    for _ in range(args.repeats):
+        for processes, threads in variants:
+            runs[(processes, threads)].append(run_variant(args, processes, threads))
+    first = runs[variants[0]][0][0]["answers"]
+    rows = []
+    for (processes, threads), repeats in runs.items():
+        rates = [processes * args.prompts / max(r["seconds"] for r in rep) for rep in repeats]
         row = {
             "processes": processes,
             "threads_each": threads,
-            "dtype": runs[0]["dtype"],
-            "seconds_per_process": [round(r["seconds"], 1) for r in runs],
-            "answers_per_second": round(processes * args.prompts / slowest, 2),
-            "same_answers_as_first_variant": [
-                sum(a == b for a, b in zip(first, r["answers"], strict=True)) for r in runs
-            ],
+            "dtype": repeats[0][0]["dtype"],
+            "seconds_per_process": [[round(r["seconds"], 1) for r in rep] for rep in repeats],
+            "answers_per_second_runs": [round(x, 2) for x in rates],
+            "answers_per_second": round(statistics.median(rates), 2),
+            "same_answers_as_first_variant": sorted(
+                {
+                    sum(a == b for a, b in zip(first, r["answers"], strict=True))
+                    for rep in repeats
+                    for r in rep
+                }
+            ),  # fmt: skip
         }
         rows.append(row)
         print(row, flush=True)
@@ -106,6 +117,7 @@ def main() -> None:
         "prompts": f"AdvBench {100}-{100 + args.prompts - 1} (alpaca template)",
         "new_tokens_max": args.tokens,
         "batch_size": 32,
+        "repeats": args.repeats,
         "cpus": cpus,
         "env": {
             k: os.environ[k]

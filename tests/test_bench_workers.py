@@ -62,8 +62,11 @@ def test_a_cell_another_process_holds_is_left_to_it(tmp_path, grid, capsys, slee
     held = out / "cells/toy/p=0.2/sft/seed=0"
     hold(held, sleeper)
     argv = ["bench", "-c", str(grid), "-o", str(out)]
+    who = f"process {sleeper.pid} on {socket.gethostname()}"
+    assert cli([*argv, "--dry-run"]) == 0
+    assert re.search(rf"toy/p=0.2/sft/seed=0 .* running now \({who}\)", capsys.readouterr().out)
     assert cli(argv) == 0
-    assert "toy/p=0.2/sft/seed=0: another process runs it; left to it" in capsys.readouterr().out
+    assert f"toy/p=0.2/sft/seed=0: {who} runs it; left to it" in capsys.readouterr().out
     assert [c["seed"] for c in json.loads((out / "results.json").read_text())["cells"]] == [1]
     assert not (held / "cell.json").exists()
 

@@ -87,19 +87,34 @@ def folder_lock(
 
 @contextmanager
 def try_folder_lock(
-    folder: str | Path, note: Callable[[str], None] = print
+    folder: str | Path,
+    note: Callable[[str], None] = print,
+    busy: Callable[[str], None] = lambda holder: None,
 ) -> Iterator[Path | None]:
     """`folder`'s lock held for the duration, or None (nothing held) when another process
-    has it."""
+    has it, after `busy("process PID on HOST")`."""
     try:
         path = _acquire(Path(folder), note)
-    except FolderBusy:
+    except FolderBusy as exc:
+        busy(exc.holder)
         yield None
         return
     try:
         yield path
     finally:
         _release(path)
+
+
+def live_holder(folder: str | Path) -> str | None:
+    """ "process PID on HOST" when a process other than this one holds `folder`'s lock and
+    may still run (any holder on another host), else None."""
+    holder = _holder(Path(folder) / LOCK_FILE)
+    if not holder or holder.get("pid") == os.getpid():
+        return None
+    here = holder.get("host") == socket.gethostname()
+    if here and not _alive(int(holder.get("pid", -1))):
+        return None
+    return f"process {holder.get('pid')} on {holder.get('host')}"
 
 
 def _acquire(folder: Path, note: Callable[[str], None]) -> Path:

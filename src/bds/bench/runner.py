@@ -99,7 +99,8 @@ def plan(grid: Grid, out: Path) -> dict[str, Any]:
         done = is_done(cell, cfg, out, grid.cfg.evaluate_on)
         rows.append({"cell": cell, "cost": cost, "done": done})
     rows.sort(key=lambda r: (round(sum(r["cost"].values()), 1), r["cell"].seed, r["cell"].id))
-    return {"rows": rows, "shared": _shared_stages(grid, out, items, rates), "items": items}
+    shared = _shared_stages(grid, out, items, rates)
+    return {"rows": rows, "shared": shared, "items": items, "out": out}
 
 
 def _shared_stages(grid: Grid, out: Path, items: dict, rates: Any) -> dict[str, dict]:
@@ -195,9 +196,13 @@ def format_plan(
     rows = planned["rows"]
     pending = [r for r in rows if not r["done"]]
     chosen = selected(rows, only, limit, str(grid.path))
+    from bds.lock import live_holder
+
     lines = [f"{'cell':62} {'train s':>9} {'eval s':>9}  state"]
     for r in rows:
         state = "done" if r["done"] else ("run" if r in chosen else "later (--limit/--only)")
+        running = None if r["done"] else live_holder(r["cell"].folder(planned["out"]))
+        state = f"running now ({running})" if running else state
         c = r["cost"]
         lines.append(f"{r['cell'].id:62} {c['train']:9.0f} {c['eval']:9.0f}  {state}")
     cells_s = sum(sum(r["cost"].values()) for r in chosen)
@@ -291,9 +296,12 @@ def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
     while queue:
         row = queue.pop(0)
         cell = row["cell"]
-        with try_folder_lock(cell.folder(out), note=log) as held:
+        with try_folder_lock(
+            cell.folder(out),
+            note=log,
+            busy=lambda who, c=cell.id: log(f"bench: {c}: {who} runs it; left to it"),
+        ) as held:
             if held is None:
-                log(f"bench: {cell.id}: another process runs it; left to it")
                 continue
             if is_done(cell, grid.config(cell), out, grid.cfg.evaluate_on):
                 continue  # finished by another process since the plan
