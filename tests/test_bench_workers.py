@@ -1,3 +1,4 @@
+# ruff: noqa: F811 (the fixtures imported below are parameters of the tests)
 """Several processes on one bench folder: `--jobs N` workers share the cells out by their
 locks, a cell another process holds is left to it, and a shared stage another process is
 building is waited for only after the cells that do not need it."""
@@ -35,7 +36,7 @@ def hold(folder, proc):
     (folder / LOCK_FILE).write_text(json.dumps(holder))
 
 
-def test_two_workers_run_every_cell_once_and_one_report_covers_them(tmp_path, grid, capsys):  # noqa: F811
+def test_two_workers_run_every_cell_once_and_one_report_covers_them(tmp_path, grid, capsys):
     out = tmp_path / "bench"
     assert cli(["bench", "-c", str(grid), "-o", str(out), "--jobs", "2"]) == 0
     printed = capsys.readouterr().out
@@ -54,7 +55,7 @@ def test_two_workers_run_every_cell_once_and_one_report_covers_them(tmp_path, gr
     assert not (out / LOCK_FILE).exists()
 
 
-def test_a_cell_another_process_holds_is_left_to_it(tmp_path, grid, capsys, sleeper, one_thread):  # noqa: F811
+def test_a_cell_another_process_holds_is_left_to_it(tmp_path, grid, capsys, sleeper, one_thread):
     cfg = yaml.safe_load(grid.read_text())
     cfg["defenses"] = ["sft"]
     grid.write_text(yaml.safe_dump(cfg))
@@ -79,7 +80,7 @@ def test_a_cell_another_process_holds_is_left_to_it(tmp_path, grid, capsys, slee
 
 def test_an_aligned_model_being_built_elsewhere_waits_until_the_other_cells_ran(
     tmp_path,
-    grid,  # noqa: F811
+    grid,
     monkeypatch,
     one_thread,
 ):
@@ -135,7 +136,7 @@ def test_a_waiting_lock_is_taken_when_its_holder_ends(tmp_path, sleeper):
 
 def test_an_aligned_model_another_process_builds_is_busy_or_waited_for(
     tmp_path,
-    demo_config,  # noqa: F811
+    demo_config,
     sleeper,
     monkeypatch,
 ):
@@ -156,3 +157,15 @@ def test_an_aligned_model_another_process_builds_is_busy_or_waited_for(
     sleeper.wait()
     target = align_stage(cfg, data, wait=True)
     assert (target / "config.json").is_file() and not work.exists()
+
+
+def test_ranks_of_one_launch_lock_on_rank_0_only_and_refuse_jobs(
+    tmp_path, grid, monkeypatch, capsys
+):
+    folder = tmp_path / "run"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with folder_lock(folder) as path, try_folder_lock(folder) as again:
+        assert path == again == folder / LOCK_FILE and not path.exists()  # rank 0 holds it
+    assert cli(["bench", "-c", str(grid), "-o", str(tmp_path / "b"), "--jobs", "2"]) == 2
+    assert "ranks share each cell; leave --jobs off" in capsys.readouterr().err

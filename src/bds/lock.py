@@ -5,6 +5,9 @@ beside the other's adapter. The lock is created with O_EXCL (atomic on local and
 file systems); a lock left by a process that no longer runs on this host is taken over,
 with a note. A lock held on another host cannot be checked from here and is refused.
 
+In a multi-process launch (accelerate: RANK, WORLD_SIZE) rank 0 holds a lock for all
+ranks; the others hold nothing and never wait, or they would wait on their own rank 0.
+
 Stages several processes may reach at once (an aligned model or an evaluation two bench
 workers both need) wait for the holder instead (`wait=True`); a bench worker skips a cell
 another worker holds (`try_folder_lock`).
@@ -67,6 +70,9 @@ def folder_lock(
 ) -> Iterator[Path]:
     """Hold `folder`'s lock for the duration. FolderBusy when another live process has it,
     unless `wait`: then wait for it (polling every `poll` seconds; one note)."""
+    if not main_rank():
+        yield Path(folder) / LOCK_FILE
+        return
     waited = False
     while True:
         try:
@@ -93,6 +99,9 @@ def try_folder_lock(
 ) -> Iterator[Path | None]:
     """`folder`'s lock held for the duration, or None (nothing held) when another process
     has it, after `busy("process PID on HOST")`."""
+    if not main_rank():
+        yield Path(folder) / LOCK_FILE
+        return
     try:
         path = _acquire(Path(folder), note)
     except FolderBusy as exc:
@@ -103,6 +112,15 @@ def try_folder_lock(
         yield path
     finally:
         _release(path)
+
+
+def main_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def multi_process_launch() -> bool:
+    """Started as one of several ranks (accelerate launch, torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def live_holder(folder: str | Path) -> str | None:

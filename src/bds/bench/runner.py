@@ -26,6 +26,7 @@ from typing import Any
 
 from bds.bench.cells import Cell, Grid, align_cost, cell_cost
 from bds.bench.config import load_grid
+from bds.errors import BDSInputError
 from bds.io import short_digest, to_jsonable, write_json
 from bds.run_identity import same_config
 
@@ -175,8 +176,6 @@ def selected(rows: list[dict], only: tuple[str, ...], limit: int | None, where: 
     grid is an input error: a typo would otherwise run nothing, or everything."""
     from fnmatch import fnmatchcase
 
-    from bds.errors import BDSInputError
-
     for pattern in only:
         if not any(fnmatchcase(r["cell"].id, pattern) for r in rows):
             example = rows[0]["cell"].id if rows else "none"
@@ -252,6 +251,14 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any] | None:
         return None
     check_output_dir(opts.output)
     if opts.jobs > 1:
+        from bds.lock import multi_process_launch
+
+        if multi_process_launch():
+            raise BDSInputError(
+                "--jobs: this bench runs as one rank of a multi-process launch (accelerate, "
+                "torchrun), whose ranks share each cell; leave --jobs off, or run `bds bench "
+                "--jobs N` without the launcher"
+            )
         from bds.bench.workers import run_workers
 
         rows = selected(plan(grid, opts.output)["rows"], opts.only, opts.limit, str(grid.path))
@@ -276,7 +283,7 @@ def write_report(grid: Grid, out: Path, log: Any = print) -> dict[str, Any]:
 
 def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
     from bds.bench.evalsets import materialize
-    from bds.lock import FolderBusy, folder_lock, try_folder_lock
+    from bds.lock import FolderBusy, folder_lock, multi_process_launch
 
     out = opts.output
     metrics = {task: _metric_or_none(grid.task_config(task)) for task in grid.cfg.tasks}
@@ -293,21 +300,19 @@ def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
     runner = _CellRunner(grid, out, sets, metrics, log)
     spent, estimated = 0.0, 0.0
     queue, deferred, ran = list(todo), set(), 0
+    lockstep = multi_process_launch()  # the ranks of one launch run each cell together
     while queue:
         row = queue.pop(0)
         cell = row["cell"]
-        with try_folder_lock(
-            cell.folder(out),
-            note=log,
-            busy=lambda who, c=cell.id: log(f"bench: {c}: {who} runs it; left to it"),
-        ) as held:
+        with _cell_lock(cell, out, log) as held:
             if held is None:
                 continue
-            if is_done(cell, grid.config(cell), out, grid.cfg.evaluate_on):
+            if not lockstep and is_done(cell, grid.config(cell), out, grid.cfg.evaluate_on):
                 continue  # finished by another process since the plan
             try:  # shared: built once, not in the cell's time; waited for only when nothing
                 # else is left to run (a cell seen before has had every other cell tried)
-                runner.aligned_model(grid.align_label(cell), wait=cell.id in deferred)
+                wait = lockstep or cell.id in deferred
+                runner.aligned_model(grid.align_label(cell), wait=wait)
             except FolderBusy:
                 deferred.add(cell.id)
                 queue.append(row)
@@ -323,6 +328,17 @@ def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
         estimated += sum(row["cost"].values())
         left = sum(sum(r["cost"].values()) for r in queue) * (spent / max(estimated, 1e-9))
         log(f"bench: [{ran}/{len(todo)}] {cell.id} {DONE_IN} {took:.0f} s; ETA {_hours(left)}")
+
+
+def _cell_lock(cell: Cell, out: Path, log: Any) -> Any:
+    """The cell's lock, yielding None when another process holds it (the cell is left to
+    it); in a multi-process launch waited for, so that every rank runs every cell."""
+    from bds.lock import folder_lock, multi_process_launch, try_folder_lock
+
+    if multi_process_launch():
+        return folder_lock(cell.folder(out), note=log, wait=True)
+    left = f"bench: {cell.id}: {{}} runs it; left to it"
+    return try_folder_lock(cell.folder(out), note=log, busy=lambda who: log(left.format(who)))
 
 
 def _metric_or_none(cfg: Any) -> str:

@@ -14,7 +14,6 @@ PEFT the LoRA adapter(s); checkpointing is in checkpoint.py (see why there).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -67,16 +66,9 @@ def train(
     from bds.outdir import check_output_dir
 
     output_dir = check_output_dir(output_dir)  # before any slow work
-    # rank 0 holds the folder's lock for all ranks
-    lock = folder_lock(output_dir, note=_note) if _is_main_rank() else contextlib.nullcontext()
-    with InterruptAtStepEnd() as interrupt, lock:
+    # rank 0 holds the folder's lock for all ranks (bds/lock.py)
+    with InterruptAtStepEnd() as interrupt, folder_lock(output_dir, note=_note):
         return _Run(cfg, output_dir, model, tokenizer, data, progress).run(until_step, interrupt)
-
-
-def _is_main_rank() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _note(message: str) -> None:
