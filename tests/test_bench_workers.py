@@ -169,3 +169,20 @@ def test_ranks_of_one_launch_lock_on_rank_0_only_and_refuse_jobs(
         assert path == again == folder / LOCK_FILE and not path.exists()  # rank 0 holds it
     assert cli(["bench", "-c", str(grid), "-o", str(tmp_path / "b"), "--jobs", "2"]) == 2
     assert "ranks share each cell; leave --jobs off" in capsys.readouterr().err
+
+
+def test_a_failed_worker_is_one_sentence_after_the_report(tmp_path, grid, monkeypatch, capsys):
+    import sys
+
+    import bds.bench.workers as workers
+
+    fail = "import sys; print('error: cell exploded', file=sys.stderr); sys.exit(2)"
+    monkeypatch.setattr(workers, "worker_argv", lambda opts: [sys.executable, "-c", fail])
+    out = tmp_path / "b"
+    assert cli(["bench", "-c", str(grid), "-o", str(out), "--jobs", "2"]) == 2
+    captured = capsys.readouterr()
+    assert "[worker 2] stopped with exit status 2: error: cell exploded" in captured.out
+    assert "bench worker 1 stopped with exit status 2 (error: cell exploded); its output: " in (
+        captured.err.replace("\n", "")
+    )
+    assert json.loads((out / "results.json").read_text())["cells"] == []  # reported all the same

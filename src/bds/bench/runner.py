@@ -192,11 +192,11 @@ def selected(rows: list[dict], only: tuple[str, ...], limit: int | None, where: 
 def format_plan(
     grid: Grid, planned: dict[str, Any], limit: int | None, only: tuple[str, ...] = ()
 ) -> list[str]:
+    from bds.lock import live_holder
+
     rows = planned["rows"]
     pending = [r for r in rows if not r["done"]]
     chosen = selected(rows, only, limit, str(grid.path))
-    from bds.lock import live_holder
-
     lines = [f"{'cell':62} {'train s':>9} {'eval s':>9}  state"]
     for r in rows:
         state = "done" if r["done"] else ("run" if r in chosen else "later (--limit/--only)")
@@ -262,9 +262,12 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any] | None:
         from bds.bench.workers import run_workers
 
         rows = selected(plan(grid, opts.output)["rows"], opts.only, opts.limit, str(grid.path))
-        run_workers(opts, rows, log)
-    else:
-        _run(grid, opts, log)
+        failure = run_workers(opts, rows, log)
+        results = write_report(grid, opts.output, log)  # the cells finished, whatever failed
+        if failure:
+            raise BDSInputError(failure)
+        return results
+    _run(grid, opts, log)
     return None if opts.worker else write_report(grid, opts.output, log)
 
 

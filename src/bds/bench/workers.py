@@ -21,19 +21,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bds.errors import BDSInputError
-
 WORKERS_DIR = "workers"
 
 
-def run_workers(opts: Any, rows: list[dict], log: Any = print) -> None:
+def run_workers(opts: Any, rows: list[dict], log: Any = print) -> str | None:
     """Run the cells of `rows` (the selected pending rows of runner.plan) in opts.jobs
-    worker processes; BDSInputError naming the first worker that failed, after all stop."""
+    worker processes; when all have stopped, None, or the sentence naming the first one
+    that failed (KeyboardInterrupt when they were interrupted)."""
     from bds.bench.runner import DONE_IN, _hours
 
     n = min(opts.jobs, len(rows))
     if n == 0:
-        return
+        return None
     threads = max(1, cpus() // n)
     gpus = visible_gpus()
     folder = Path(opts.output) / WORKERS_DIR
@@ -97,12 +96,14 @@ def run_workers(opts: Any, rows: list[dict], log: Any = print) -> None:
     failed = [(i, proc.returncode, logfile) for i, proc, logfile in procs if proc.returncode]
     if any(code == 130 for _, code, _ in failed):
         raise KeyboardInterrupt
-    if failed:
-        i, code, logfile = failed[0]
-        raise BDSInputError(
-            f"bench worker {i} stopped with exit status {code} ({last_error(logfile)}); its "
-            f"output: {logfile}; the cells finished are kept: run the same command to go on"
-        )
+    if not failed:
+        return None
+    i, code, logfile = failed[0]
+    return (
+        f"bench worker {i} stopped with exit status {code} ({last_error(logfile)}); its "
+        f"output: {logfile}; the cells finished are kept and reported: run the same command "
+        "to go on"
+    )
 
 
 def worker_argv(opts: Any) -> list[str]:
