@@ -36,9 +36,9 @@ def _group(mix_vs_bds, bds_fa_vs_sft=-0.5, seeds=5):
         _row("bds", 10.0, 74.5, fa_vs_sft=bds_fa_vs_sft, seeds=seeds),
         _row("mix", 20.0, 74.5, hs_vs_bds=mix_vs_bds, fa_vs_sft=-0.5, seeds=seeds),
         # the lowest HS, but it gives up 5 points of FA: not a defense that keeps the task
-        _row(
-            "oracle-filter", 2.0, 70.0, hs_vs_bds=(-8.0, -10.0, -6.0), fa_vs_sft=-5.0, seeds=seeds
-        ),
+        _row("antidote", 2.0, 70.0, hs_vs_bds=(-8.0, -10.0, -6.0), fa_vs_sft=-5.0, seeds=seeds),
+        # below BDS and keeping FA, but it reads the true labels: shown, never ranked
+        _row("oracle-filter", 5.0, 75.0, hs_vs_bds=(-5.0, -7.0, -3.0), fa_vs_sft=0.0, seeds=seeds),
     )
 
 
@@ -55,13 +55,14 @@ def test_the_verdict_follows_the_paired_cis_of_the_eligible_defenses(mix_vs_bds,
     assert found["verdict"] == expected
     assert found["lowest_hs"] == lowest
     assert found["eligible"] == ["bds", "mix", "sft"]
-    assert found["not_eligible"] == ["oracle-filter"]
+    assert found["not_eligible"] == ["antidote"]
+    assert found["upper_bounds"] == ["oracle-filter HS 5.0 (vs BDS -5.0 [-7.0, -3.0])"]
 
 
 def test_bds_losing_fa_refutes_and_one_seed_settles_nothing():
     (lost,) = verdicts(_group((10.0, 5.0, 15.0), bds_fa_vs_sft=-3.0))  # CI -4 to -2
     assert lost["verdict"] == "refuted" and "FA is 3.00 points below SFT's" in lost["why"]
-    assert lost["not_eligible"] == ["bds", "oracle-filter"]
+    assert lost["not_eligible"] == ["antidote", "bds"]
     (unclear,) = verdicts(_group((10.0, 5.0, 15.0), bds_fa_vs_sft=-1.5))  # CI -2.5 to -0.5
     assert unclear["verdict"] == "not settled" and "not clearly more than 1" in unclear["why"]
     for fa in (-0.5, -3.0):  # confirmed, refuted: with one seed, neither
