@@ -186,3 +186,25 @@ def test_a_failed_worker_is_one_sentence_after_the_report(tmp_path, grid, monkey
         captured.err.replace("\n", "")
     )
     assert json.loads((out / "results.json").read_text())["cells"] == []  # reported all the same
+
+
+def test_a_lock_from_another_host_holds_while_renewed_and_is_taken_over_when_not(tmp_path):
+    from bds import lock
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    path = folder / LOCK_FILE
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": time.time()}))
+    with pytest.raises(FolderBusy, match="in use by process 1 on elsewhere"), folder_lock(folder):
+        pass  # renewed a moment ago: its holder may be working
+    old = time.time() - lock.STALE_SECONDS - 60
+    os.utime(path, (old, old))  # not renewed for 16 minutes: that machine went away
+    notes = []
+    with folder_lock(folder, note=notes.append) as held:
+        assert json.loads(held.read_text())["pid"] == os.getpid()
+        os.utime(held, (old, old))
+        lock._renewer.renew()  # what its thread does every RENEW_SECONDS
+        assert time.time() - held.stat().st_mtime < 60
+    assert notes == [
+        f"note: took over {path} from process 1 on elsewhere, which has not renewed it for 16 min"
+    ]

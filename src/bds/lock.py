@@ -3,7 +3,10 @@
 Two `bds train` on one folder would interleave their logs and leave one run's summary
 beside the other's adapter. The lock is created with O_EXCL (atomic on local and NFSv3+
 file systems); a lock left by a process that no longer runs on this host is taken over,
-with a note. A lock held on another host cannot be checked from here and is refused.
+with a note. A lock held on another host cannot be checked from here: it is honoured while
+its holder renews it (the file is touched every RENEW_SECONDS while held), and taken over,
+with a note, once it has not been renewed for STALE_SECONDS (a machine that went away, or
+this machine under a new host name).
 
 In a multi-process launch (accelerate: RANK, WORLD_SIZE) rank 0 holds a lock for all
 ranks; the others hold nothing and never wait, or they would wait on their own rank 0.
@@ -15,9 +18,11 @@ another worker holds (`try_folder_lock`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +32,8 @@ from bds.errors import BDSInputError
 
 LOCK_FILE = ".bds.lock"
 WAIT_POLL_SECONDS = 5.0
+RENEW_SECONDS = 60.0
+STALE_SECONDS = 900.0  # 15 renewals missed
 
 
 class FolderBusy(BDSInputError):
@@ -144,6 +151,7 @@ def _acquire(folder: Path, note: Callable[[str], None]) -> Path:
         if fd is not None:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(me, fh)
+            _renewer.add(path)
             return path
         holder = _holder(path)
         if holder is None:
@@ -153,6 +161,10 @@ def _acquire(folder: Path, note: Callable[[str], None]) -> Path:
             note(f"note: {path} was unreadable; taken over")
         elif holder.get("host") == me["host"] and holder.get("pid") == me["pid"]:
             raise BDSInputError(f"{folder}: this process already writes there")
+        elif holder.get("host") != me["host"] and _unrenewed(path) > STALE_SECONDS:
+            minutes = _unrenewed(path) / 60
+            note(f"note: took over {path} from process {holder.get('pid')} on "
+                 f"{holder.get('host')}, which has not renewed it for {minutes:.0f} min")  # fmt: skip
         elif holder.get("host") != me["host"] or _alive(int(holder.get("pid", -1))):
             since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.get("since", 0)))
             who = f"process {holder.get('pid')} on {holder.get('host')}"
@@ -168,5 +180,49 @@ def _acquire(folder: Path, note: Callable[[str], None]) -> Path:
 
 
 def _release(path: Path) -> None:
+    _renewer.discard(path)
     if (_holder(path) or {}).get("pid") == os.getpid():
         path.unlink(missing_ok=True)
+
+
+def _unrenewed(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+class _Renewer:
+    """Touches the lock files this process holds every RENEW_SECONDS (one daemon thread)."""
+
+    def __init__(self) -> None:
+        self.held: set[Path] = set()
+        self.guard = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def add(self, path: Path) -> None:
+        with self.guard:
+            self.held.add(path)
+            if self.thread is None or not self.thread.is_alive():  # none yet, or forked
+                self.thread = threading.Thread(target=self._run, name="bds-lock", daemon=True)
+                self.thread.start()
+
+    def discard(self, path: Path) -> None:
+        with self.guard:
+            self.held.discard(path)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(RENEW_SECONDS)
+            self.renew()
+
+    def renew(self) -> None:
+        with self.guard:
+            paths = list(self.held)
+        for path in paths:
+            if (_holder(path) or {}).get("pid") == os.getpid():
+                with contextlib.suppress(OSError):  # removed meanwhile
+                    os.utime(path)
+
+
+_renewer = _Renewer()
