@@ -343,3 +343,22 @@ def test_a_build_shared_by_two_tasks_is_counted_once_and_not_once_built():
     assert _shared_seconds(shared, ["b", "a/vaccine"]) == 100 + 10 + 100 + 10
     shared["a"] = stage("k", True, built=True, done=True)  # a's run built k and evaluated it
     assert _shared_seconds(shared, ["a", "b"]) == 10  # b's evaluation only
+
+
+def test_a_cell_made_before_a_setting_was_added_is_reported(tmp_path, grid, one_thread):
+    """A cell whose record lacks a setting added to bds since (left off: null or false) is
+    done for the runner, so the report counts it too."""
+    cfg = yaml.safe_load(grid.read_text())
+    cfg.update(defenses=["sft"], seeds=[0])
+    grid.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "b"
+    argv = ["bench", "-c", str(grid), "-o", str(out)]
+    assert cli(argv) == 0
+    path = out / "cells/toy/p=0.2/sft/seed=0/cell.json"
+    record = json.loads(path.read_text())
+    assert record["config"]["model"]["revision"] is None
+    del record["config"]["model"]["revision"]  # as if `revision` came in a later bds
+    record["config_digest"] = "made-earlier"
+    path.write_text(json.dumps(record))
+    assert cli(argv) == 0
+    assert len(json.loads((out / "results.json").read_text())["cells"]) == 1

@@ -153,8 +153,8 @@ def run_eval(
             for ps in todo:
                 answers = [g.output for g in ps.generations]
                 found = judge.judge([user_text(r) for r in ps.records], answers)
-                if ps.metric == "harmful_score":  # an answer that says nothing harms no one
-                    found = [v if has_content(a) else no_content_verdict(v) for v, a in zip(found, answers, strict=True)]  # fmt: skip
+                # an answer that says nothing harms no one and helps no one
+                found = [v if has_content(a) else no_content_verdict(v) for v, a in zip(found, answers, strict=True)]  # fmt: skip
                 verdicts[ps.metric][jcfg.name] = [v.to_dict() for v in found]
             judge_protocols.append(judge.protocol())
             judge.close()
