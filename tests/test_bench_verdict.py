@@ -94,8 +94,8 @@ def test_the_report_projects_the_cells_left_from_measured_cell_times():
     take 3 x 200 + 2 x 600 = 1800 s; lisa has no finished cell, so it is named, not timed."""
     results = {
         "statistics": [], "grid": "g.yaml", "total_cells": 11, "aligned_model_scores": {},
-        "cells": [{"defense": "sft", "seconds": {"attack": 50, "total": 100}},
-                  {"defense": "sft", "seconds": {"attack": 250, "total": 300}},
+        "cells": [{"defense": "sft", "seconds": {"attack": 50, "total": 100}, "threads": 2},
+                  {"defense": "sft", "seconds": {"attack": 250, "total": 300}, "threads": 1},
                   {"defense": "bds", "seconds": {"attack": 500, "total": 600}}],
         "pending_by_defense": {"sft": 3, "bds": 2, "lisa": 3},
         "machine": {"cpu_model": "cpu", "torch_cpu_capability": "AVX2", "cpus": 2, "cuda": None},
@@ -103,6 +103,6 @@ def test_the_report_projects_the_cells_left_from_measured_cell_times():
                      "evaluate_on": ["test"]}},
     }  # fmt: skip
     text = markdown(results, [])
-    assert "| sft | 2 | 150 | 200 |" in text
+    assert "| sft | 2 | 1, 2 | 150 | 200 |" in text and "| bds | 1 | ? | 500 | 600 |" in text
     assert "8 cells left" in text and "the 5 of them" in text and "would take 0.5 h" in text
     assert "no time measured yet for lisa" in text

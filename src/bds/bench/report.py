@@ -166,17 +166,23 @@ def _cell_times(results: dict[str, Any]) -> list[str]:
     """Measured wall seconds per cell, by defense (what a grid's cost rates can be fit to)."""
     by: dict[str, list[dict]] = {}
     for cell in results["cells"]:
-        by.setdefault(cell["defense"], []).append(cell["seconds"])
+        by.setdefault(cell["defense"], []).append(cell)
     if not by:
         return []
-    lines = ["## Measured cell times", "", "| defense | cells | attack s (mean) | cell s (mean) |",
-             "|---|---|---|---|"]  # fmt: skip
+    lines = ["## Measured cell times", "",
+             "| defense | cells | torch threads | attack s (mean) | cell s (mean) |",
+             "|---|---|---|---|---|"]  # fmt: skip
     mean_total = {}
-    for defense, times in sorted(by.items()):
-        attack = sum(t["attack"] for t in times) / len(times)
-        mean_total[defense] = sum(t["total"] for t in times) / len(times)
-        lines.append(f"| {defense} | {len(times)} | {attack:.0f} | {mean_total[defense]:.0f} |")
-    return [*lines, "", *_projection(results.get("pending_by_defense", {}), mean_total)]
+    for defense, cells in sorted(by.items()):
+        attack = sum(c["seconds"]["attack"] for c in cells) / len(cells)
+        mean_total[defense] = sum(c["seconds"]["total"] for c in cells) / len(cells)
+        threads = ", ".join(sorted({str(c.get("threads") or "?") for c in cells}))
+        lines.append(f"| {defense} | {len(cells)} | {threads} | {attack:.0f} | "
+                     f"{mean_total[defense]:.0f} |")  # fmt: skip
+    note = ("A cell run by one of several workers (`--jobs`: fewer threads each, several "
+            "cells at once) takes longer on its own; ? marks a cell from before threads "
+            "were recorded.")  # fmt: skip
+    return [*lines, "", note, "", *_projection(results.get("pending_by_defense", {}), mean_total)]
 
 
 def _projection(pending: dict[str, int], mean_total: dict[str, float]) -> list[str]:

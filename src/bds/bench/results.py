@@ -69,7 +69,7 @@ def collect(grid: Grid, out: Path, sets: dict) -> dict[str, Any]:
             continue
         finished.append(cell)
         row = {**record["cell"], "seconds": record["seconds"], "train": record["train"],
-               "scores": {}}  # fmt: skip
+               "threads": record.get("threads"), "scores": {}}  # fmt: skip
         for split, folder in record["evals"].items():
             if split not in grid.cfg.evaluate_on:
                 continue
