@@ -54,6 +54,11 @@ def test_two_workers_run_every_cell_once_and_one_report_covers_them(tmp_path, gr
         assert "bench: 4 cells" in (out / "workers" / f"{i}.log").read_text()
     assert not (out / LOCK_FILE).exists()
 
+    (out / "report.md").unlink()
+    assert cli(["bench", "-c", str(grid), "-o", str(out), "--jobs", "2"]) == 0
+    assert "workers, " not in capsys.readouterr().out  # nothing left: none started
+    assert (out / "report.md").is_file()
+
 
 def test_a_cell_another_process_holds_is_left_to_it(tmp_path, grid, capsys, sleeper, one_thread):
     cfg = yaml.safe_load(grid.read_text())
