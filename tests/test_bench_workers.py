@@ -164,7 +164,7 @@ def test_an_aligned_model_another_process_builds_is_busy_or_waited_for(
     assert (target / "config.json").is_file() and not work.exists()
 
 
-def test_ranks_of_one_launch_lock_on_rank_0_only_and_refuse_jobs(
+def test_ranks_lock_on_rank_0_only_and_a_launched_bench_is_refused(
     tmp_path, grid, monkeypatch, capsys
 ):
     folder = tmp_path / "run"
@@ -172,8 +172,9 @@ def test_ranks_of_one_launch_lock_on_rank_0_only_and_refuse_jobs(
     monkeypatch.setenv("RANK", "1")
     with folder_lock(folder) as path, try_folder_lock(folder) as again:
         assert path == again == folder / LOCK_FILE and not path.exists()  # rank 0 holds it
-    assert cli(["bench", "-c", str(grid), "-o", str(tmp_path / "b"), "--jobs", "2"]) == 2
-    assert "ranks share each cell; leave --jobs off" in capsys.readouterr().err
+    assert cli(["bench", "-c", str(grid), "-o", str(tmp_path / "b")]) == 2
+    assert "run `bds bench --jobs N` without the launcher" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "cells").exists()
 
 
 def test_a_failed_worker_is_one_sentence_after_the_report(tmp_path, grid, monkeypatch, capsys):

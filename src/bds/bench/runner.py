@@ -242,6 +242,7 @@ def _hours(seconds: float) -> str:
 def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any] | None:
     """Run the grid's pending cells (those matching `only`, the first `limit` of them), then
     write the report over every finished cell (a worker leaves it to its parent: None)."""
+    from bds.lock import multi_process_launch
     from bds.outdir import check_output_dir
 
     grid = Grid(load_grid(opts.grid), opts.grid)
@@ -250,15 +251,13 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any] | None:
             log(line)
         return None
     check_output_dir(opts.output)
+    if multi_process_launch():  # every rank would evaluate every cell into the same files
+        raise BDSInputError(
+            "bds bench runs here as one rank of a multi-process launch (accelerate launch, "
+            "torchrun), whose ranks would each evaluate every cell into the same folder; run "
+            "`bds bench --jobs N` without the launcher (one cell per GPU, N GPUs at once)"
+        )
     if opts.jobs > 1:
-        from bds.lock import multi_process_launch
-
-        if multi_process_launch():
-            raise BDSInputError(
-                "--jobs: this bench runs as one rank of a multi-process launch (accelerate, "
-                "torchrun), whose ranks share each cell; leave --jobs off, or run `bds bench "
-                "--jobs N` without the launcher"
-            )
         from bds.bench.workers import run_workers
 
         rows = selected(plan(grid, opts.output)["rows"], opts.only, opts.limit, str(grid.path))
@@ -286,7 +285,7 @@ def write_report(grid: Grid, out: Path, log: Any = print) -> dict[str, Any]:
 
 def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
     from bds.bench.evalsets import materialize
-    from bds.lock import FolderBusy, folder_lock, multi_process_launch
+    from bds.lock import FolderBusy, folder_lock, try_folder_lock
 
     out = opts.output
     metrics = {task: _metric_or_none(grid.task_config(task)) for task in grid.cfg.tasks}
@@ -303,19 +302,20 @@ def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
     runner = _CellRunner(grid, out, sets, metrics, log)
     spent, estimated = 0.0, 0.0
     queue, deferred, ran = list(todo), set(), 0
-    lockstep = multi_process_launch()  # the ranks of one launch run each cell together
     while queue:
         row = queue.pop(0)
         cell = row["cell"]
-        with _cell_lock(cell, out, log) as held:
+        left = f"bench: {cell.id}: {{}} runs it; left to it"
+        with try_folder_lock(
+            cell.folder(out), note=log, busy=lambda who, left=left: log(left.format(who))
+        ) as held:
             if held is None:
                 continue
-            if not lockstep and is_done(cell, grid.config(cell), out, grid.cfg.evaluate_on):
+            if is_done(cell, grid.config(cell), out, grid.cfg.evaluate_on):
                 continue  # finished by another process since the plan
             try:  # shared: built once, not in the cell's time; waited for only when nothing
                 # else is left to run (a cell seen before has had every other cell tried)
-                wait = lockstep or cell.id in deferred
-                runner.aligned_model(grid.align_label(cell), wait=wait)
+                runner.aligned_model(grid.align_label(cell), wait=cell.id in deferred)
             except FolderBusy:
                 deferred.add(cell.id)
                 queue.append(row)
@@ -331,17 +331,6 @@ def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
         estimated += sum(row["cost"].values())
         left = sum(sum(r["cost"].values()) for r in queue) * (spent / max(estimated, 1e-9))
         log(f"bench: [{ran}/{len(todo)}] {cell.id} {DONE_IN} {took:.0f} s; ETA {_hours(left)}")
-
-
-def _cell_lock(cell: Cell, out: Path, log: Any) -> Any:
-    """The cell's lock, yielding None when another process holds it (the cell is left to
-    it); in a multi-process launch waited for, so that every rank runs every cell."""
-    from bds.lock import folder_lock, multi_process_launch, try_folder_lock
-
-    if multi_process_launch():
-        return folder_lock(cell.folder(out), note=log, wait=True)
-    left = f"bench: {cell.id}: {{}} runs it; left to it"
-    return try_folder_lock(cell.folder(out), note=log, busy=lambda who: log(left.format(who)))
 
 
 def _metric_or_none(cfg: Any) -> str:
