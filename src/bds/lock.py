@@ -132,12 +132,15 @@ def multi_process_launch() -> bool:
 
 def live_holder(folder: str | Path) -> str | None:
     """ "process PID on HOST" when a process other than this one holds `folder`'s lock and
-    may still run (any holder on another host), else None."""
-    holder = _holder(Path(folder) / LOCK_FILE)
+    may still run (on another host: it renewed the lock lately), else None."""
+    path = Path(folder) / LOCK_FILE
+    holder = _holder(path)
     if not holder or holder.get("pid") == os.getpid():
         return None
-    here = holder.get("host") == socket.gethostname()
-    if here and not _alive(int(holder.get("pid", -1))):
+    if holder.get("host") == socket.gethostname():
+        if not _alive(int(holder.get("pid", -1))):
+            return None
+    elif _unrenewed(path) > STALE_SECONDS:
         return None
     return f"process {holder.get('pid')} on {holder.get('host')}"
 
