@@ -1,8 +1,8 @@
 """`bds bench --jobs N`: N worker processes share one bench folder on this machine.
 
-A 135M-parameter model keeps few cores busy. On a 2-core CPU (AMD EPYC, AVX512-BF16) one
-process at 2 threads answered 64 harmful prompts in 30 s; two processes at 1 thread each
-answered 64 each in 44 s at once: 1.4x the answers per second (docs/bench.md). Each worker
+A 135M-parameter model keeps few cores busy: on a 2-core AMD EPYC two processes at 1 thread
+each answered 1.16x as many prompts per second as one at 2 threads in bf16, 1.40x in
+float32 at AVX2 (benchmarks/worker_throughput.py; docs/bench.md). Each worker
 is a `bds bench --worker` of its own, sharing the cells out by their locks
 (bds/bench/runner.py), with cpus // N threads and, where CUDA is, one of the visible GPUs
 (round robin). Its whole output goes to OUT/workers/<i>.log; its lines this console shows,
