@@ -53,6 +53,14 @@ def grid(tmp_path, demo_config):  # noqa: F811
     return path
 
 
+def one_cell(grid) -> dict:
+    """Narrow the grid to its SFT cell at seed 0; its config as written."""
+    cfg = yaml.safe_load(grid.read_text())
+    cfg.update(defenses=["sft"], seeds=[0])
+    grid.write_text(yaml.safe_dump(cfg))
+    return cfg
+
+
 def test_bench_runs_in_slices_resumes_and_reports_cis(
     tmp_path, grid, capsys, monkeypatch, one_thread
 ):
@@ -212,9 +220,7 @@ def test_an_interrupted_cell_resumes_without_training_again(
 ):
     import bds.eval.runner as runner
 
-    cfg = yaml.safe_load(grid.read_text())
-    cfg.update(defenses=["sft"], seeds=[0])
-    grid.write_text(yaml.safe_dump(cfg))
+    one_cell(grid)
     argv = ["bench", "-c", str(grid), "-o", str(tmp_path / "b")]
     real_eval = runner.run_eval
 
@@ -243,9 +249,7 @@ def test_a_split_added_later_is_evaluated_without_training_again(
 ):
     import bds.eval.runner as runner
 
-    cfg = yaml.safe_load(grid.read_text())
-    cfg.update(defenses=["sft"], seeds=[0])
-    grid.write_text(yaml.safe_dump(cfg))
+    cfg = one_cell(grid)
     out = tmp_path / "b"
     argv = ["bench", "-c", str(grid), "-o", str(out)]
     assert cli(argv) == 0
@@ -348,9 +352,7 @@ def test_a_build_shared_by_two_tasks_is_counted_once_and_not_once_built():
 def test_a_cell_made_before_a_setting_was_added_is_reported(tmp_path, grid, one_thread):
     """A cell whose record lacks a setting added to bds since (left off: null or false) is
     done for the runner, so the report counts it too."""
-    cfg = yaml.safe_load(grid.read_text())
-    cfg.update(defenses=["sft"], seeds=[0])
-    grid.write_text(yaml.safe_dump(cfg))
+    one_cell(grid)
     out = tmp_path / "b"
     argv = ["bench", "-c", str(grid), "-o", str(out)]
     assert cli(argv) == 0

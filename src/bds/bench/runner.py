@@ -272,25 +272,30 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any] | None:
 
 def write_report(grid: Grid, out: Path, log: Any = print) -> dict[str, Any]:
     """results.json, report.md/html and plots over every finished cell."""
-    from bds.bench.evalsets import materialize
     from bds.bench.results import collect, write_outputs
     from bds.lock import folder_lock
 
-    metrics = {task: _metric_or_none(grid.task_config(task)) for task in grid.cfg.tasks}
     with folder_lock(out, note=log, wait=True):
-        results = to_jsonable(collect(grid, out, materialize(grid, out, metrics)))
+        results = to_jsonable(collect(grid, out, _eval_sets(grid, out)[1]))
         write_outputs(results, out)
     return results
 
 
-def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
+def _eval_sets(grid: Grid, out: Path) -> tuple[dict[str, str], dict]:
+    """(task -> FA metric, the evaluation sets written once to OUT/eval-sets); the caller
+    holds the folder's lock."""
     from bds.bench.evalsets import materialize
+
+    metrics = {task: _metric_or_none(grid.task_config(task)) for task in grid.cfg.tasks}
+    return metrics, materialize(grid, out, metrics)
+
+
+def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
     from bds.lock import FolderBusy, folder_lock, try_folder_lock
 
     out = opts.output
-    metrics = {task: _metric_or_none(grid.task_config(task)) for task in grid.cfg.tasks}
     with folder_lock(out, note=log, wait=True):  # written once, by one process
-        sets = materialize(grid, out, metrics)
+        metrics, sets = _eval_sets(grid, out)
     planned = plan(grid, out)
     pending = [r for r in planned["rows"] if not r["done"]]
     todo = selected(planned["rows"], opts.only, opts.limit, str(grid.path))
@@ -305,9 +310,9 @@ def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
     while queue:
         row = queue.pop(0)
         cell = row["cell"]
-        left = f"bench: {cell.id}: {{}} runs it; left to it"
+        skipped = f"bench: {cell.id}: {{}} runs it; left to it"
         with try_folder_lock(
-            cell.folder(out), note=log, busy=lambda who, left=left: log(left.format(who))
+            cell.folder(out), note=log, busy=lambda who, line=skipped: log(line.format(who))
         ) as held:
             if held is None:
                 continue
