@@ -70,6 +70,21 @@ def test_bds_losing_fa_refutes_and_one_seed_settles_nothing():
         assert one["verdict"] == "not settled (one seed)" and one["seeds"] == 1
 
 
+def test_a_defense_on_one_shared_seed_keeps_a_group_open_but_not_from_being_refuted():
+    """A grid part-way through: the references on 5 seeds, Lisa on one."""
+    lisa = _row("lisa", 60.0, 75.0, hs_vs_bds=(50.0, 45.0, 55.0), fa_vs_sft=0.0, seeds=1)
+    (found,) = verdicts(_results(*_group((10.0, 5.0, 15.0))["statistics"], lisa))
+    assert found["verdict"] == "not settled" and found["seeds"] == 5
+    assert found["why"] == "compared with BDS on one seed so far: lisa"
+    # Mix below BDS on five seeds refutes, whatever the one-seed defenses will show
+    (found,) = verdicts(_results(*_group((-5.0, -8.0, -2.0))["statistics"], lisa))
+    assert found["verdict"] == "refuted" and found["why"].startswith("HS below BDS's: mix")
+    # one seed neither ranks a defense that seems to lose FA: its eligibility is open too
+    thin_loser = _row("lisa", 5.0, 70.0, hs_vs_bds=(-5.0, -7.0, -3.0), fa_vs_sft=-5.0, seeds=1)
+    (found,) = verdicts(_results(*_group((10.0, 5.0, 15.0))["statistics"], thin_loser))
+    assert found["verdict"] == "not settled" and "one seed so far: lisa" in found["why"]
+
+
 def test_a_task_without_fa_or_without_bds_gets_no_verdict():
     no_fa = _results(_row("sft", 80.0, None, task="free"), _row("bds", 10.0, None, task="free"))
     no_bds = _results(_row("sft", 80.0, 75.0), _row("mix", 20.0, 74.0, fa_vs_sft=-1.0))
