@@ -120,4 +120,5 @@ def test_the_report_projects_the_cells_left_from_measured_cell_times():
     text = markdown(results, [])
     assert "| sft | 2 | 1, 2 | 150 | 200 |" in text and "| bds | 1 | ? | 500 | 600 |" in text
     assert "8 cells left" in text and "the 5 of them" in text and "would take 0.5 h" in text
+    assert "N bench workers (`--jobs N`) take about 1/N of it" in text
     assert "no time measured yet for lisa" in text

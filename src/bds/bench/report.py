@@ -201,6 +201,12 @@ def _projection(pending: dict[str, int], mean_total: dict[str, float]) -> list[s
     unknown = sorted(d for d in left if d not in mean_total)
     if unknown:
         text += f"; no time measured yet for {', '.join(unknown)}"
+    # cell times are one process's; workers sharing the cores each run slower, all together faster
+    text += (
+        ". That is one process's time, cell after cell; N bench workers (`--jobs N`) take about "
+        "1/N of it where the cells were timed at the thread count workers run at (the "
+        "threads column)"
+    )
     return [text + ".", ""]
 
 
