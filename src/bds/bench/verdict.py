@@ -152,8 +152,8 @@ NOTE = (
     f"refuted: BDS's FA CI wholly more than {FA_MARGIN:g} point below SFT's, or an eligible "
     "defense's HS below BDS's with such a CI; not settled: anything between, and any group "
     "with a defense compared with BDS on one seed only. Seeds: those BDS and SFT share. "
-    "An upper bound (the oracle filter: it removes the harmful samples by their true labels, which no "
-    "defender has) is shown, not ranked."
+    "An upper bound (the oracle filter: it removes the harmful samples by their true "
+    "labels, which no defender has) is shown, not ranked."
 )
 HEADER = [
     "split", "task", "p", "seeds", "lowest HS (eligible)", "verdict", "why", "not eligible",
