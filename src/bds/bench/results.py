@@ -43,13 +43,9 @@ def outcomes(evaluation: dict[str, Any]) -> dict[str, dict[str, Any]]:
             field = "harmful" if metric == "harmful_score" else "refused"
             # evaluations judged before the no-content rule read as after it
             values = [
-                int(
-                    bool(
-                        r["verdicts"][judge][field]
-                        if has_content(r["output"])
-                        else NO_CONTENT[field]
-                    )
-                )
+                int(bool(r["verdicts"][judge][field]))
+                if has_content(r["output"])
+                else int(NO_CONTENT[field])
                 for r in rows
             ]
         found[metric] = {"ids": [r["id"] for r in rows], "values": values, "judge": judge}
