@@ -248,48 +248,93 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     split = report_split(results)
     rows = [r for r in results["statistics"] if r["split"] == split]
+    references = results["protocol"]["grid"]["references"]
+    styles = plot_styles(sorted({r["defense"] for r in rows}), references)
     names = []
     for task in sorted({r["task"] for r in rows}):
         mine = [r for r in rows if r["task"] == task]
         defenses = sorted({r["defense"] for r in mine})
-        if any(FA in r["metrics"] for r in mine):
-            fig, ax = plt.subplots(figsize=(6, 4))
-            for d in defenses:
-                pts = [r for r in mine if r["defense"] == d and FA in r["metrics"]
-                       and "harmful_score" in r["metrics"]]  # fmt: skip
-                if pts:
-                    fa = [r["metrics"][FA]["mean"] for r in pts]
-                    hs = [r["metrics"]["harmful_score"]["mean"] for r in pts]
-                    ax.errorbar([s["mean"] for s in fa], [s["mean"] for s in hs],
-                                xerr=_err(fa), yerr=_err(hs), fmt="o", capsize=3, label=d)  # fmt: skip
-            ax.set(xlabel="FA (%)", ylabel="HS (%)", title=f"{task}: HS vs FA ({split}, every p)")
-            names.append(_save(fig, ax, folder, f"hs_vs_fa-{task}.png"))
+        both = [r for r in mine if FA in r["metrics"] and "harmful_score" in r["metrics"]]
+        if both:
+            # one panel per p: the same defense at three ratios in one panel read as three defenses
+            fa_ps = sorted({r["p"] for r in both})
+            fig, axes = plt.subplots(1, len(fa_ps), figsize=(1.5 + 3.5 * len(fa_ps), 4),
+                                     sharey=True, squeeze=False)  # fmt: skip
+            for ax, p in zip(axes[0], fa_ps, strict=True):
+                for r in sorted((r for r in both if r["p"] == p), key=lambda r: r["defense"]):
+                    fa, hs = r["metrics"][FA]["mean"], r["metrics"]["harmful_score"]["mean"]
+                    ax.errorbar([fa["mean"]], [hs["mean"]], xerr=_err([fa]), yerr=_err([hs]),
+                                linestyle="none", capsize=3, label=r["defense"],
+                                **styles[r["defense"]])  # fmt: skip
+                ax.set(xlabel="FA (%)", title=f"p = {p:g}")
+            axes[0][0].set_ylabel("HS (%)")
+            fig.suptitle(f"{task}: HS vs FA ({split})")
+            names.append(_save(fig, folder, f"hs_vs_fa-{task}.png"))
+        ps = sorted({r["p"] for r in mine})
         for metric, stem in (("harmful_score", "hs_vs_p"), ("over_refusal", "over_refusal")):
             if not any(metric in r["metrics"] for r in mine):
                 continue
-            fig, ax = plt.subplots(figsize=(6, 4))
-            for d in defenses:
+            fig, ax = plt.subplots(figsize=(7.5, 4))
+            for i, d in enumerate(defenses):
                 pts = sorted((r for r in mine if r["defense"] == d and metric in r["metrics"]),
                              key=lambda r: r["p"])  # fmt: skip
                 stats = [r["metrics"][metric]["mean"] for r in pts]
-                ax.errorbar([r["p"] for r in pts], [s["mean"] for s in stats], yerr=_err(stats),
-                            marker="o", capsize=3, label=d)  # fmt: skip
+                # p on evenly spaced slots, each defense nudged sideways so that the many
+                # defenses measured at one p do not hide one another's error bars
+                x = [ps.index(r["p"]) + _dodge(i, len(defenses)) for r in pts]
+                ax.errorbar(x, [s["mean"] for s in stats], yerr=_err(stats), capsize=3,
+                            label=d, **styles[d])  # fmt: skip
+            ax.set_xticks(range(len(ps)), [f"{p:g}" for p in ps])
             ax.set(xlabel="harmful ratio p", ylabel=f"{LABELS[metric]} (%)",
                    title=f"{task}: {LABELS[metric]} vs p ({split})")  # fmt: skip
-            names.append(_save(fig, ax, folder, f"{stem}-{task}.png"))
+            names.append(_save(fig, folder, f"{stem}-{task}.png"))
     return names
+
+
+def plot_styles(defenses: list[str], references: list[str]) -> dict[str, dict[str, Any]]:
+    """One colour and marker per defense, the same in every plot of a report.
+
+    Matplotlib's default cycle has ten colours, so a grid of 15 defenses gave SFT and
+    another defense the same red. The grid's references (SFT, Mix, BDS) take tab10's first,
+    strongest colours and are drawn larger and on top; the rest take the other tab10 colours,
+    then tab20's light ones, with seven markers besides.
+    """
+    import matplotlib
+
+    strong = matplotlib.colormaps["tab10"].colors
+    colours = list(strong) + list(matplotlib.colormaps["tab20"].colors[1::2])
+    ordered = [d for d in references if d in defenses] + [
+        d for d in defenses if d not in references
+    ]
+    markers = "osD^vPX"
+    return {
+        d: {"color": colours[i % len(colours)], "marker": markers[i % len(markers)],
+            "markersize": 7 if d in references else 5, "zorder": 3 if d in references else 2}
+        for i, d in enumerate(ordered)
+    }  # fmt: skip
+
+
+def _dodge(i: int, n: int, width: float = 0.5) -> float:
+    return 0.0 if n < 2 else (i / (n - 1) - 0.5) * width
 
 
 def _err(stats: list[dict[str, float]]) -> list[list[float]]:
     return [[s["mean"] - s["low"] for s in stats], [s["high"] - s["mean"] for s in stats]]
 
 
-def _save(fig: Any, ax: Any, folder: Path, name: str) -> str:
+def _save(fig: Any, folder: Path, name: str) -> str:
     import matplotlib.pyplot as plt
 
-    ax.legend(fontsize=7)
+    # one legend for every panel, outside them: inside, a dozen defenses cover points
+    seen: dict[str, Any] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    labels = sorted(seen)
+    fig.legend([seen[k] for k in labels], labels, fontsize=7, loc="upper left",
+               bbox_to_anchor=(1.0, 0.95))  # fmt: skip
     fig.tight_layout()
-    fig.savefig(folder / name, dpi=110)
+    fig.savefig(folder / name, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return name
 
