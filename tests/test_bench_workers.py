@@ -16,6 +16,7 @@ import yaml
 from test_bench import grid  # noqa: F401 (a fixture)
 from test_demo import cli, demo_config  # noqa: F401 (a fixture)
 
+from bds.bench.workers import eta_seconds
 from bds.lock import LOCK_FILE, FolderBusy, folder_lock, try_folder_lock
 
 CELLS = {f"toy/p=0.2/{d}/seed={s}" for d in ("sft", "bds") for s in (0, 1)}
@@ -58,6 +59,15 @@ def test_two_workers_run_every_cell_once_and_one_report_covers_them(tmp_path, gr
     assert cli(["bench", "-c", str(grid), "-o", str(out), "--jobs", "2"]) == 0
     assert "workers, " not in capsys.readouterr().out  # nothing left: none started
     assert (out / "report.md").is_file()
+
+
+def test_the_eta_shares_the_cells_left_among_the_workers_still_busy():
+    # two workers, the first cell done in 500 s: 17 like it left take 17 * 500 / 2 s, not
+    # the 17 * 500 s that wall time over finished cost said while the other was half-way
+    assert eta_seconds(500.0, 1.0, 17.0, 17, 2) == pytest.approx(17 * 500 / 2)
+    assert eta_seconds(1000.0, 2.0, 17.0, 17, 2) == pytest.approx(17 * 500 / 2)  # the same
+    assert eta_seconds(500.0, 1.0, 2.0, 1, 4) == pytest.approx(1000.0)  # one cell: one worker
+    assert eta_seconds(500.0, 1.0, 0.0, 0, 2) == 0.0
 
 
 def test_a_cell_another_process_holds_is_left_to_it(tmp_path, grid, capsys, sleeper, one_thread):
