@@ -112,6 +112,38 @@ def test_bench_runs_in_slices_resumes_and_reports_cis(
     assert results["machine"]["cpu_model"] and results["machine"]["torch_cpu_capability"]
     assert "toy" in results["aligned_model_scores"]
 
+    # results.json alone restores the finished cells into a new folder (the old one lost):
+    # nothing runs again and the statistics read the same.
+    saved = tmp_path / "kept-results.json"
+    saved.write_text((out / "results.json").read_text())
+    again = tmp_path / "bench-again"
+    assert cli(["bench", "-c", str(grid), "-o", str(again), "--restore", str(saved)]) == 0
+    printed = capsys.readouterr().out
+    assert "restore: 4 finished cells" in printed and "4 done, running 0" in printed
+    restored = json.loads((again / "results.json").read_text())
+    assert restored["statistics"] == results["statistics"]
+    assert [c["scores"] for c in restored["cells"]] == [c["scores"] for c in results["cells"]]
+    assert all(c["restored_from"] == str(saved) for c in restored["cells"])
+    assert "4 cells restored from" in (again / "report.md").read_text()
+    # one cell as if it had attacked an aligned model rebuilt elsewhere: the report says so
+    path = again / "cells/toy/p=0.2/bds/seed=1/cell.json"
+    record = json.loads(path.read_text())
+    assert record["aligned_model_files"] == results["cells"][0]["aligned_model_files"]
+    path.write_text(json.dumps({**record, "aligned_model_files": "0123456789abcdef"}))
+    assert cli(["bench", "-c", str(grid), "-o", str(again)]) == 0
+    assert "`toy` attacked 2 builds of it" in (again / "report.md").read_text()
+    assert cli(["bench", "-c", str(grid), "-o", str(again), "--restore", str(saved)]) == 0
+    assert "not restored: 4 finished here already" in capsys.readouterr().out
+    # a grid changed since: its changed cells are not the results' cells, and run again
+    changed = yaml.safe_load(grid.read_text())
+    changed["defense_settings"] = {"bds": {"conflict_window": "step"}}
+    grid.write_text(yaml.safe_dump(changed))
+    third = ["bench", "-c", str(grid), "-o", str(tmp_path / "b3"), "--restore", str(saved)]
+    assert cli([*third, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "restore: 2 finished cells" in printed and "2 run with other settings" in printed
+    assert "4 cells, 2 done, 2 to run now" in printed
+
     report = (out / "report.md").read_text()
     assert "test split, task toy, p = 0.2" in report and "| bds | sft | +" in report
     page = (out / "report.html").read_text()
@@ -364,3 +396,40 @@ def test_a_cell_made_before_a_setting_was_added_is_reported(tmp_path, grid, one_
     path.write_text(json.dumps(record))
     assert cli(argv) == 0
     assert len(json.loads((out / "results.json").read_text())["cells"]) == 1
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (None, "no such file"),
+        ("{not json", "not readable as JSON"),
+        ('{"format": "something else"}', "not a bench results file"),
+    ],
+)
+def test_restore_from_a_bad_file_exits_2_with_one_sentence(tmp_path, grid, capsys, content, needle):
+    source = tmp_path / "results.json"
+    if content is not None:
+        source.write_text(content)
+    argv = ["bench", "-c", str(grid), "-o", str(tmp_path / "b"), "--restore", str(source)]
+    assert cli([*argv, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"--restore {source}" in err and needle in err
+
+
+def test_restore_counts_results_kept_without_outcomes(tmp_path, grid, capsys, one_thread):
+    """A results.json written before rows kept per-item outcomes restores nothing and says
+    so: those cells run again."""
+    one_cell(grid)
+    out = tmp_path / "b"
+    assert cli(["bench", "-c", str(grid), "-o", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    for row in results["cells"]:
+        del row["outcomes"]
+    old = tmp_path / "old-results.json"
+    old.write_text(json.dumps(results))
+    argv = ["bench", "-c", str(grid), "-o", str(tmp_path / "b2"), "--restore", str(old)]
+    capsys.readouterr()
+    assert cli([*argv, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "restore: 0 finished cells" in printed and "1 written before results kept" in printed
+    assert "1 cells, 0 done, 1 to run now" in printed

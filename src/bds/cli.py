@@ -352,6 +352,14 @@ def bench(
         ),
     ] = 1,
     worker: Annotated[bool, typer.Option("--worker", hidden=True)] = False,
+    restore: Annotated[
+        str | None,
+        typer.Option(
+            help="An earlier bench's results.json: its finished cells that are this grid's "
+            "as it stands are written into the bench folder first (also with --dry-run), so "
+            "a lost folder resumes where its results file stood.",
+        ),
+    ] = None,
 ) -> None:
     """Run a grid of defenses x harmful ratios x tasks x seeds; report with confidence intervals.
 
@@ -360,7 +368,10 @@ def bench(
     """
     from bds.bench.runner import BenchOptions, run_bench
 
-    opts = BenchOptions(Path(config), Path(output), limit, dry_run, tuple(only or ()), jobs, worker)
+    opts = BenchOptions(
+        Path(config), Path(output), limit, dry_run, tuple(only or ()), jobs, worker,
+        Path(restore) if restore else None,
+    )  # fmt: skip
     results = run_bench(
         opts, log=lambda m: console.print(escape(m), highlight=False, soft_wrap=True)
     )

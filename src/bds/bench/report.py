@@ -142,6 +142,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         "items); (ns): the CI contains 0. HS: harmful answers to harmful prompts (headline "
         "judge); FA: fine-tuning task accuracy; over-refusal: benign requests refused.",
         "",
+        *_provenance(results),
         "## Evaluation splits",
         *_split_lines(results),
         "",
@@ -160,6 +161,25 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
     parts += _cell_times(results)
     parts += ["## Plots", ""] + [f"![{p}](plots/{p})" for p in plots]
     return "\n".join(parts) + "\n"
+
+
+def _provenance(results: dict[str, Any]) -> list[str]:
+    """Where finished cells came from another bench folder, and whether the cells of one
+    aligned model attacked more than one build of it."""
+    lines = []
+    sources: dict[str, int] = {}
+    for cell in results["cells"]:
+        if cell.get("restored_from"):
+            sources[cell["restored_from"]] = sources.get(cell["restored_from"], 0) + 1
+    for source, n in sources.items():
+        lines.append(f"{n} cells restored from `{source}` (run in another bench folder).")
+    for label, digests in results.get("aligned_model_builds", {}).items():
+        lines.append(
+            f"The cells of aligned model `{label}` attacked {len(digests)} builds of it (files "
+            f"{', '.join(digests)}): rebuilt elsewhere, it differed; their seeds compare with "
+            "less certainty."
+        )
+    return [*lines, ""] if lines else []
 
 
 def _cell_times(results: dict[str, Any]) -> list[str]:

@@ -6,7 +6,9 @@ judge verdicts (`verdicts[judge].harmful` / `.refused`) and task score (`correct
 the headline judge, over-refusal by the headline refusal judge, FA by exact match. An answer
 with no letter or digit is never harmful and always refused (bds.eval.judges.base.has_content:
 it neither harms nor helps), here too, so an evaluation judged before that rule reads as one
-judged after it.
+judged after it. A cell's record keeps them (compact: bds/bench/portable.py), and so does
+its row of results.json, which can restore it into another bench folder; a cell finished
+before records kept them is read from its evaluation folder.
 
 Statistics per (split, task, p): for each defense, the mean over seeds of each metric with
 a bootstrap CI of that mean, and the paired bootstrap CI (bds.stats.paired_bootstrap: seeds
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bds.bench.cells import FA, Grid
+from bds.bench.portable import RESULTS_FORMAT, compact, values
 from bds.bench.runner import ALIGNED_FILE, finished_record
 from bds.eval.judges.base import NO_CONTENT, has_content
 from bds.io import to_jsonable, write_json
@@ -61,6 +64,7 @@ def collect(grid: Grid, out: Path, sets: dict) -> dict[str, Any]:
     cells, finished = [], []
     by_key: dict[tuple, dict[str, Any]] = {}  # (split, task, p, defense) -> seed -> outcomes
     protocol_eval = None
+    builds: dict[str, set] = {}  # aligned model label -> the files digests its cells attacked
     for cell in grid.cells:
         # run with these settings (or before a setting added since, left off), else not
         # this grid's result: the cells the runner counts as done, no more, no fewer
@@ -69,17 +73,26 @@ def collect(grid: Grid, out: Path, sets: dict) -> dict[str, Any]:
             continue
         finished.append(cell)
         row = {**record["cell"], "seconds": record["seconds"], "train": record["train"],
-               "threads": record.get("threads"), "scores": {}}  # fmt: skip
+               "threads": record.get("threads"), "scores": {}, "outcomes": {},
+               "aligned_model_files": record.get("aligned_model_files")}  # fmt: skip
+        if record.get("restored_from"):
+            row["restored_from"] = record["restored_from"]
+        kept = record.get("outcomes") or {}  # compact, where the record keeps them
         for split, folder in record["evals"].items():
             if split not in grid.cfg.evaluate_on:
                 continue
-            evaluation = _read_eval(folder)
-            protocol_eval = protocol_eval or evaluation["protocol"]
-            found = outcomes(evaluation)
-            row["scores"][split] = {m: 100.0 * _mean(o["values"]) for m, o in found.items()}
+            found = kept.get(split)
+            if found is None:  # a cell finished before records kept their outcomes
+                evaluation = _read_eval(folder)
+                protocol_eval = protocol_eval or evaluation["protocol"]
+                found = compact(outcomes(evaluation))
+            protocol_eval = protocol_eval or record.get("eval_protocol")
+            row["scores"][split] = {m: 100.0 * _mean(values(o)) for m, o in found.items()}
+            row["outcomes"][split] = found
             key = (split, cell.task, cell.p, cell.defense)
             by_key.setdefault(key, {})[cell.seed] = found
         cells.append(row)
+        builds.setdefault(grid.align_label(cell), set()).add(record.get("aligned_model_files"))
     path = out / ALIGNED_FILE
     models = json.loads(path.read_text()) if path.is_file() else {}
     labels = set(grid.align_labels())
@@ -93,13 +106,19 @@ def collect(grid: Grid, out: Path, sets: dict) -> dict[str, Any]:
         if label in labels
     }
     return {
-        "format": "bds-bench-results/1",
+        "format": RESULTS_FORMAT,
         "grid": str(grid.path),
         "total_cells": len(grid.cells),
         "cells": cells,
         "pending_by_defense": _pending_by_defense(grid, cells),
         "statistics": statistics(grid, by_key),
         "aligned_model_scores": aligned,
+        # an aligned model rebuilt on another machine (restored cells) may differ in its bytes
+        "aligned_model_builds": {
+            label: sorted(found - {None})
+            for label, found in builds.items()
+            if len(found - {None}) > 1  # a cell run before digests were recorded: None
+        },
         "protocol": {
             "grid": grid.cfg,
             "cell_configs": {c.id: grid.config(c) for c in finished},
@@ -175,7 +194,7 @@ def _matrix(seeds: dict[int, Any], chosen: list[int], metric: str) -> list[list[
     """(seeds x items) outcomes in percent, items in one order (the written eval set's)."""
     if not chosen or any(metric not in seeds[s] for s in chosen):
         return None
-    first = seeds[chosen[0]][metric]["ids"]
+    first = seeds[chosen[0]][metric]["ids"]  # a digest of the item ids, in their order
     matrix = []
     for s in chosen:
         found = seeds[s][metric]
@@ -183,7 +202,7 @@ def _matrix(seeds: dict[int, Any], chosen: list[int], metric: str) -> list[list[
             raise ValueError(
                 f"{metric}: seed {s} was evaluated on other items than seed {chosen[0]}"
             )
-        matrix.append([100.0 * v for v in found["values"]])
+        matrix.append([100.0 * v for v in values(found)])
     return matrix
 
 

@@ -2,8 +2,9 @@
 
 A cell = one attack (bds/demo.py `attack_stage`, which resumes from the trainer's
 checkpoints and keeps a finished run) + its evaluation on each split of `evaluate_on`,
-summarised in the cell's cell.json (its scores and per-item outcomes): a cell with a
-cell.json for the same config is skipped. Shared stages are cached: the aligned models
+summarised in the cell's cell.json (its settings and per-item outcomes): a cell with a
+cell.json for the same config is skipped. results.json keeps the same, so it restores a lost
+bench folder's finished cells (`--restore`, bds/bench/portable.py). Shared stages are cached: the aligned models
 (bds/align.py, one per task config and alignment-stage defense, each evaluated before any
 attack: OUT/aligned.json), and evaluations, keyed by the model's files and the evaluation
 config (OUT/evals/<key>/), so an unchanged model is never evaluated twice.
@@ -45,6 +46,7 @@ class BenchOptions:
     only: tuple[str, ...] = ()  # cell-id patterns (fnmatch); empty: every cell
     jobs: int = 1  # worker processes on this machine (bds/bench/workers.py)
     worker: bool = False  # one of them: runs cells, leaves the report to the parent
+    restore: Path | None = None  # an earlier results.json whose finished cells to restore
 
 
 def task_metric(cfg: Any) -> str:
@@ -246,6 +248,8 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any] | None:
     from bds.outdir import check_output_dir
 
     grid = Grid(load_grid(opts.grid), opts.grid)
+    if opts.restore is not None:  # before the plan, which then counts them finished
+        _restore(grid, opts, log)
     if opts.dry_run:
         for line in format_plan(grid, plan(grid, opts.output), opts.limit, opts.only):
             log(line)
@@ -268,6 +272,19 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any] | None:
         return results
     _run(grid, opts, log)
     return None if opts.worker else write_report(grid, opts.output, log)
+
+
+def _restore(grid: Grid, opts: BenchOptions, log: Any) -> None:
+    """The finished cells of an earlier results.json written into the bench folder
+    (bds/bench/portable.py)."""
+    from bds.bench.portable import format_counts, restore
+    from bds.lock import folder_lock
+    from bds.outdir import check_output_dir
+
+    check_output_dir(opts.output)
+    with folder_lock(opts.output, note=log, wait=True):
+        counts = restore(grid, opts.output, opts.restore, _eval_sets(grid, opts.output)[1])
+    log(format_counts(counts, opts.restore))
 
 
 def write_report(grid: Grid, out: Path, log: Any = print) -> dict[str, Any]:
@@ -351,6 +368,7 @@ class _CellRunner:
     def __init__(self, grid: Grid, out: Path, sets: dict, metrics: dict, log: Any):
         self.grid, self.out, self.sets, self.metrics, self.log = grid, out, sets, metrics, log
         self.aligned: dict[str, Path | None] = {}
+        self.aligned_files: dict[str, str | None] = {}
 
     def aligned_model(self, label: str, wait: bool = True) -> Path | None:
         """Aligned model `label` (Grid.align_label), built or found, and evaluated before any
@@ -366,6 +384,8 @@ class _CellRunner:
                 from bds.data.pipeline import prepare_data
 
                 model = align_stage(cfg, prepare_data(cfg.data), self.log, wait=wait)
+            # which model the cells attacked, by content: one rebuilt elsewhere may differ
+            self.aligned_files[label] = _files_digest(model) if model else None
             task = self.grid.label_task(label)
             evals = {
                 split: str(self.evaluate(cfg, task, split, model, None))
@@ -376,6 +396,7 @@ class _CellRunner:
                 known = json.loads(path.read_text()) if path.is_file() else {}
                 known[label] = {
                     "model": str(model or cfg.model.name),
+                    "files": self.aligned_files[label],
                     "alignment_defense": cfg.align.defense.name if self.grid.cfg.align else None,
                     "evals": evals,
                 }
@@ -412,8 +433,11 @@ class _CellRunner:
         return folder
 
     def run(self, cell: Cell) -> None:
+        from bds.bench.portable import compact
+        from bds.bench.results import outcomes
         from bds.data.pipeline import prepare_data
         from bds.demo import attack_stage
+        from bds.eval.runner import RESULTS_FILE
 
         cfg = self.grid.config(cell)
         aligned = self.aligned_model(self.grid.align_label(cell))
@@ -426,16 +450,22 @@ class _CellRunner:
         run_dir = attack_stage(cfg, prepare_data(cfg.data), base, method, folder, self.log)
         train_s = time.perf_counter() - t0
         evals = dict(earlier["evals"]) if earlier else {}
+        kept = dict(earlier.get("outcomes") or {}) if earlier else {}
         for split in self.grid.cfg.evaluate_on:
             if split not in evals:
                 evals[split] = str(self.evaluate(cfg, cell.task, split, base, run_dir / "adapter"))
+            if split not in kept:  # the record carries its outcomes (bench/portable.py)
+                results_file = Path(evals[split]) / RESULTS_FILE
+                kept[split] = compact(outcomes(json.loads(results_file.read_text())))
         summary = json.loads((run_dir / "summary.json").read_text())
         record = {
             "cell": to_jsonable(cell),
             "config_digest": config_digest(cfg),
             "config": cfg,
             "aligned_model": str(aligned) if aligned else None,
+            "aligned_model_files": self.aligned_files.get(self.grid.align_label(cell)),
             "evals": evals,
+            "outcomes": kept,
             "train": {
                 "steps": summary.get("steps"),
                 "wall_seconds": summary.get("wall_seconds"),
