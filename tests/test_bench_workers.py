@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -224,3 +225,39 @@ def test_a_lock_from_another_host_holds_while_renewed_and_is_taken_over_when_not
     assert notes == [
         f"note: took over {path} from process 1 on elsewhere, which has not renewed it for 16 min"
     ]
+
+
+def test_a_cell_runs_while_another_process_evaluates_its_aligned_model(
+    tmp_path, grid, capsys, sleeper, monkeypatch, one_thread
+):
+    """The attack needs the aligned model, not its evaluation before any attack: a worker
+    finding that evaluation under way elsewhere runs its cell and leaves the record to the
+    other process (here it never writes one; a later run evaluates the model)."""
+    from bds import lock
+
+    cfg = yaml.safe_load(grid.read_text())
+    cfg["defenses"] = ["sft"]
+    grid.write_text(yaml.safe_dump(cfg))
+    real = lock.try_folder_lock
+
+    def evaluated_elsewhere(folder, *args, **kwargs):
+        if Path(folder).parent.name == "evals":
+            hold(Path(folder), sleeper)
+        return real(folder, *args, **kwargs)
+
+    monkeypatch.setattr(lock, "try_folder_lock", evaluated_elsewhere)
+    out = tmp_path / "bench"
+    argv = ["bench", "-c", str(grid), "-o", str(out)]
+    assert cli([*argv, "--only", "*/seed=0"]) == 0
+    printed = capsys.readouterr().out
+    assert f"process {sleeper.pid} on {socket.gethostname()} runs it" in printed
+    assert "toy: its evaluation before any attack runs elsewhere" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["cells"]) == 1 and results["aligned_model_scores"] == {}
+
+    monkeypatch.undo()
+    sleeper.kill()
+    sleeper.wait()
+    assert cli(argv) == 0  # the next cell evaluates the aligned model (its lock taken over)
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["cells"]) == 2 and set(results["aligned_model_scores"]) == {"toy"}

@@ -387,10 +387,17 @@ class _CellRunner:
             # which model the cells attacked, by content: one rebuilt elsewhere may differ
             self.aligned_files[label] = _files_digest(model) if model else None
             task = self.grid.label_task(label)
-            evals = {
-                split: str(self.evaluate(cfg, task, split, model, None))
-                for split in self.grid.cfg.evaluate_on
-            }
+            evals = {}
+            for split in self.grid.cfg.evaluate_on:
+                # the attack does not need it: left to a process evaluating it now
+                found = self.evaluate(cfg, task, split, model, None, wait=wait)
+                if found is None:
+                    break
+                evals[split] = str(found)
+            if len(evals) < len(self.grid.cfg.evaluate_on):
+                self.log(f"bench: {label}: its evaluation before any attack runs elsewhere")
+                self.aligned[label] = model
+                return model
             with folder_lock(self.out, note=self.log, wait=True):  # one writer at a time
                 path = self.out / ALIGNED_FILE
                 known = json.loads(path.read_text()) if path.is_file() else {}
@@ -404,11 +411,20 @@ class _CellRunner:
             self.aligned[label] = model
         return self.aligned[label]
 
-    def evaluate(self, cfg: Any, task: str, split: str, model: Path | None, adapter: Path | None):
-        """The evaluation folder of (model, adapter) on `split`, run unless cached."""
+    def evaluate(
+        self,
+        cfg: Any,
+        task: str,
+        split: str,
+        model: Path | None,
+        adapter: Path | None,
+        wait: bool = True,
+    ) -> Path | None:
+        """The evaluation folder of (model, adapter) on `split`, run unless cached; None
+        when another process runs it now and not `wait`."""
         from bds.bench.evalsets import eval_config_for
         from bds.eval.runner import RESULTS_FILE, run_eval
-        from bds.lock import folder_lock
+        from bds.lock import folder_lock, try_folder_lock
 
         ev = eval_config_for(cfg, self.sets[task][split], self.metrics[task])
         ev.adapter = str(adapter) if adapter else None
@@ -424,7 +440,12 @@ class _CellRunner:
             }
         )
         folder = self.out / EVALS_DIR / key
-        with folder_lock(folder, note=self.log, wait=True):  # another process may run it now
+        lock = folder_lock(folder, note=self.log, wait=True) if wait else try_folder_lock(
+            folder, note=self.log, busy=lambda who: self.log(f"eval: {folder.name}: {who} runs it")
+        )  # fmt: skip
+        with lock as held:  # another process may run it now
+            if held is None:
+                return None
             if (folder / RESULTS_FILE).is_file():
                 self.log(f"eval: {folder.name} done before, kept")
             else:
