@@ -3,11 +3,12 @@
 A cell = one attack (bds/demo.py `attack_stage`, which resumes from the trainer's
 checkpoints and keeps a finished run) + its evaluation on each split of `evaluate_on`,
 summarised in the cell's cell.json (its settings and per-item outcomes): a cell with a
-cell.json for the same config is skipped. results.json keeps the same, so it restores a lost
-bench folder's finished cells (`--restore`, bds/bench/portable.py). Shared stages are cached: the aligned models
-(bds/align.py, one per task config and alignment-stage defense, each evaluated before any
-attack: OUT/aligned.json), and evaluations, keyed by the model's files and the evaluation
-config (OUT/evals/<key>/), so an unchanged model is never evaluated twice.
+cell.json for the same config is skipped. results.json keeps the same, so it restores a
+lost bench folder's finished cells (`--restore`, bds/bench/portable.py). Shared stages are
+cached: the aligned models (bds/align.py, one per task config and alignment-stage defense,
+each evaluated before any attack: OUT/aligned.json), and evaluations, keyed by the model's
+files and the evaluation config (OUT/evals/<key>/), so an unchanged model is never
+evaluated twice.
 
 Several processes may work on one bench folder at once (`--jobs`, bds/bench/workers.py, or
 `bds bench` started on several machines that share the folder): each takes a cell's lock
@@ -374,8 +375,6 @@ class _CellRunner:
         """Aligned model `label` (Grid.align_label), built or found, and evaluated before any
         attack (None: the grid attacks the base model as it is). bds.lock.FolderBusy when
         another process builds it and not `wait`."""
-        from bds.lock import folder_lock
-
         if label not in self.aligned:
             cfg = self.grid.aligned_config(label)
             model = None
@@ -396,20 +395,24 @@ class _CellRunner:
                 evals[split] = str(found)
             if len(evals) < len(self.grid.cfg.evaluate_on):
                 self.log(f"bench: {label}: its evaluation before any attack runs elsewhere")
-                self.aligned[label] = model
-                return model
-            with folder_lock(self.out, note=self.log, wait=True):  # one writer at a time
-                path = self.out / ALIGNED_FILE
-                known = json.loads(path.read_text()) if path.is_file() else {}
-                known[label] = {
-                    "model": str(model or cfg.model.name),
-                    "files": self.aligned_files[label],
-                    "alignment_defense": cfg.align.defense.name if self.grid.cfg.align else None,
-                    "evals": evals,
-                }
-                write_json(path, known)
+            else:
+                self._record_aligned(label, model or cfg.model.name, cfg, evals)
             self.aligned[label] = model
         return self.aligned[label]
+
+    def _record_aligned(self, label: str, model: Any, cfg: Any, evals: dict[str, str]) -> None:
+        from bds.lock import folder_lock
+
+        with folder_lock(self.out, note=self.log, wait=True):  # one writer at a time
+            path = self.out / ALIGNED_FILE
+            known = json.loads(path.read_text()) if path.is_file() else {}
+            known[label] = {
+                "model": str(model),
+                "files": self.aligned_files[label],
+                "alignment_defense": cfg.align.defense.name if self.grid.cfg.align else None,
+                "evals": evals,
+            }
+            write_json(path, known)
 
     def evaluate(
         self,
