@@ -3,8 +3,8 @@
 A cell's per-item outcomes live in its evaluation folders (OUT/evals/<key>/), beside the
 checkpoints and aligned models that make a bench folder gigabytes. Each cell's record
 (cell.json) and each row of results.json also keep them compactly: one character per item
-(0 or 1), the items' ids as a digest. So results.json alone (~2 KB a cell, small enough to
-keep under version control) restores the finished cells into a new bench folder when the old
+(0 or 1), the items' ids as a digest. So results.json alone (~8 KB a cell with its
+settings, small enough to keep under version control) restores the finished cells into a new bench folder when the old
 one is lost (`bds bench --restore results.json`): the bench then runs only what is left, and
 its statistics read the restored outcomes as they read those of cells run there.
 

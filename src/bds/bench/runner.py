@@ -309,6 +309,7 @@ def _eval_sets(grid: Grid, out: Path) -> tuple[dict[str, str], dict]:
 
 
 def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
+    from bds.bench.workers import eta_seconds
     from bds.lock import FolderBusy, folder_lock, try_folder_lock
 
     out = opts.output
@@ -352,7 +353,8 @@ def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
             continue
         spent += took
         estimated += sum(row["cost"].values())
-        left = sum(sum(r["cost"].values()) for r in queue) * (spent / max(estimated, 1e-9))
+        cost_left = sum(sum(r["cost"].values()) for r in queue)
+        left = eta_seconds(spent, estimated, cost_left, len(queue), workers=1)
         log(f"bench: [{ran}/{len(todo)}] {cell.id} {DONE_IN} {took:.0f} s; ETA {_hours(left)}")
 
 
@@ -370,6 +372,7 @@ class _CellRunner:
         self.grid, self.out, self.sets, self.metrics, self.log = grid, out, sets, metrics, log
         self.aligned: dict[str, Path | None] = {}
         self.aligned_files: dict[str, str | None] = {}
+        self._digests: dict[Path, str] = {}
 
     def aligned_model(self, label: str, wait: bool = True) -> Path | None:
         """Aligned model `label` (Grid.align_label), built or found, and evaluated before any
@@ -384,7 +387,7 @@ class _CellRunner:
 
                 model = align_stage(cfg, prepare_data(cfg.data), self.log, wait=wait)
             # which model the cells attacked, by content: one rebuilt elsewhere may differ
-            self.aligned_files[label] = _files_digest(model) if model else None
+            self.aligned_files[label] = self._model_digest(model)
             task = self.grid.label_task(label)
             evals = {}
             for split in self.grid.cfg.evaluate_on:
@@ -399,6 +402,15 @@ class _CellRunner:
                 self._record_aligned(label, model or cfg.model.name, cfg, evals)
             self.aligned[label] = model
         return self.aligned[label]
+
+    def _model_digest(self, model: Path | None) -> str | None:
+        """The aligned model's files digest, hashed once per process (a built model does not
+        change; every cell's evaluation key and record needs it)."""
+        if model is None:
+            return None
+        if model not in self._digests:
+            self._digests[model] = _files_digest(model)
+        return self._digests[model]
 
     def _record_aligned(self, label: str, model: Any, cfg: Any, evals: dict[str, str]) -> None:
         from bds.lock import folder_lock
@@ -436,7 +448,7 @@ class _CellRunner:
         key = short_digest(
             {
                 "model": model_cfg,
-                "model_files": _files_digest(model) if model else None,
+                "model_files": self._model_digest(model),
                 "adapter": _files_digest(adapter) if adapter else None,
                 "eval": {**to_jsonable(ev), "adapter": None},
                 "template": template,
