@@ -247,8 +247,9 @@ def test_shipped_grids_load(name):
         assert grid.eval_sets("sentiment", "test")["finetune_accuracy"].take is None  # all 768
 
 
+@pytest.mark.parametrize("jobs", [[], ["--jobs", "2"]], ids=["one process", "workers"])
 def test_an_interrupted_cell_resumes_without_training_again(
-    tmp_path, grid, capsys, monkeypatch, one_thread
+    tmp_path, grid, capsys, monkeypatch, one_thread, jobs
 ):
     import bds.eval.runner as runner
 
@@ -271,9 +272,15 @@ def test_an_interrupted_cell_resumes_without_training_again(
 
     monkeypatch.setattr(runner, "run_eval", real_eval)
     monkeypatch.setattr("bds.training.trainer.train", refuse)
-    assert cli(argv) == 0
-    assert "attack (sft): done before, kept" in capsys.readouterr().out
-    assert json.loads((tmp_path / "b" / "results.json").read_text())["cells"][0]["seed"] == 0
+    assert cli([*argv, *jobs]) == 0
+    printed = capsys.readouterr().out
+    assert "attack (sft): done before, kept" in printed
+    # its time is the second run's only: the record, the line and the report say so
+    assert "toy/p=0.2/sft/seed=0 done in" in printed and " s (resumed); ETA 0.0 min" in printed
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert results["cells"][0]["seed"] == 0 and results["cells"][0]["seconds"]["resumed"] is True
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "Left out of the means: 1 cell(s) resumed after a stop" in report
 
 
 def test_a_split_added_later_is_evaluated_without_training_again(

@@ -105,13 +105,15 @@ def test_the_report_states_the_verdict():
 
 
 def test_the_report_projects_the_cells_left_from_measured_cell_times():
-    """Two sft cells took 100 s and 300 s, one bds cell 600 s: 3 sft and 2 bds cells left
-    take 3 x 200 + 2 x 600 = 1800 s; lisa has no finished cell, so it is named, not timed."""
+    """Two sft cells took 100 s and 300 s, one bds cell 600 s (another, resumed, 60 s of
+    its second run: left out): 3 sft and 2 bds cells left take 3 x 200 + 2 x 600 = 1800 s;
+    lisa has no finished cell, so it is named, not timed."""
     results = {
         "statistics": [], "grid": "g.yaml", "total_cells": 11, "aligned_model_scores": {},
         "cells": [{"defense": "sft", "seconds": {"attack": 50, "total": 100}, "threads": 2},
                   {"defense": "sft", "seconds": {"attack": 250, "total": 300}, "threads": 1},
-                  {"defense": "bds", "seconds": {"attack": 500, "total": 600}}],
+                  {"defense": "bds", "seconds": {"attack": 500, "total": 600}},
+                  {"defense": "bds", "seconds": {"attack": 5, "total": 60, "resumed": True}}],
         "pending_by_defense": {"sft": 3, "bds": 2, "lisa": 3},
         "machine": {"cpu_model": "cpu", "torch_cpu_capability": "AVX2", "cpus": 2, "cuda": None},
         "protocol": {"splits": {}, "eval_sets": {}, "grid": {"references": ["sft"],
@@ -122,3 +124,4 @@ def test_the_report_projects_the_cells_left_from_measured_cell_times():
     assert "8 cells left" in text and "the 5 of them" in text and "would take 0.5 h" in text
     assert "N bench workers (`--jobs N`) take about 1/N of it" in text
     assert "no time measured yet for lisa" in text
+    assert "Left out of the means: 1 cell(s) resumed after a stop" in text  # its 60 s, too

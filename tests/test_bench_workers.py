@@ -17,7 +17,7 @@ import yaml
 from test_bench import grid  # noqa: F401 (a fixture)
 from test_demo import cli, demo_config  # noqa: F401 (a fixture)
 
-from bds.bench.workers import eta_seconds
+from bds.bench.workers import eta_seconds, eta_text
 from bds.lock import LOCK_FILE, FolderBusy, folder_lock, try_folder_lock
 
 CELLS = {f"toy/p=0.2/{d}/seed={s}" for d in ("sft", "bds") for s in (0, 1)}
@@ -69,6 +69,10 @@ def test_the_eta_shares_the_cells_left_among_the_workers_still_busy():
     assert eta_seconds(1000.0, 2.0, 17.0, 17, 2) == pytest.approx(17 * 500 / 2)  # the same
     assert eta_seconds(500.0, 1.0, 2.0, 1, 4) == pytest.approx(1000.0)  # one cell: one worker
     assert eta_seconds(500.0, 1.0, 0.0, 0, 2) == 0.0
+    assert eta_text(500.0, 1.0, 17.0, 17, 2) == "1.2 h"
+    # only resumed cells done: their times cover part of their cost, so no rate yet
+    assert eta_text(0.0, 0.0, 17.0, 17, 2) == "unknown until a cell has run from its start"
+    assert eta_text(0.0, 0.0, 0.0, 0, 2) == "0.0 min"
 
 
 def test_a_cell_another_process_holds_is_left_to_it(tmp_path, grid, capsys, sleeper, one_thread):

@@ -183,7 +183,8 @@ def _provenance(results: dict[str, Any]) -> list[str]:
 
 
 def _cell_times(results: dict[str, Any]) -> list[str]:
-    """Measured wall seconds per cell, by defense (what a grid's cost rates can be fit to)."""
+    """Measured wall seconds per cell, by defense (what a grid's cost rates can be fit to).
+    A resumed cell's record counts only the run that finished it: left out of the means."""
     by: dict[str, list[dict]] = {}
     for cell in results["cells"]:
         by.setdefault(cell["defense"], []).append(cell)
@@ -192,8 +193,12 @@ def _cell_times(results: dict[str, Any]) -> list[str]:
     lines = ["## Measured cell times", "",
              "| defense | cells | torch threads | attack s (mean) | cell s (mean) |",
              "|---|---|---|---|---|"]  # fmt: skip
-    mean_total = {}
-    for defense, cells in sorted(by.items()):
+    mean_total, resumed = {}, 0
+    for defense, everyone in sorted(by.items()):
+        cells = [c for c in everyone if not c["seconds"].get("resumed")]
+        resumed += len(everyone) - len(cells)
+        if not cells:
+            continue
         attack = sum(c["seconds"]["attack"] for c in cells) / len(cells)
         mean_total[defense] = sum(c["seconds"]["total"] for c in cells) / len(cells)
         threads = ", ".join(sorted({str(c.get("threads") or "?") for c in cells}))
@@ -202,6 +207,9 @@ def _cell_times(results: dict[str, Any]) -> list[str]:
     note = ("A cell run by one of several workers (`--jobs`: fewer threads each, several "
             "cells at once) takes longer on its own; ? marks a cell from before threads "
             "were recorded.")  # fmt: skip
+    if resumed:
+        note += (f" Left out of the means: {resumed} cell(s) resumed after a stop (a record "
+                 "holds only the time of the run that finished the cell).")  # fmt: skip
     return [*lines, "", note, "", *_projection(results.get("pending_by_defense", {}), mean_total)]
 
 

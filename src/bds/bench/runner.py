@@ -36,6 +36,7 @@ CELL_FILE = "cell.json"
 EVALS_DIR = "evals"
 ALIGNED_FILE = "aligned.json"  # task -> the aligned model and its evaluation folders
 DONE_IN = "done in"  # a worker's line for a finished cell: "bench: CELL done in S s"
+RESUMED = " (resumed)"  # ...ends so when the cell went on from an earlier, stopped run
 
 
 @dataclass
@@ -309,7 +310,7 @@ def _eval_sets(grid: Grid, out: Path) -> tuple[dict[str, str], dict]:
 
 
 def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
-    from bds.bench.workers import eta_seconds
+    from bds.bench.workers import eta_text
     from bds.lock import FolderBusy, folder_lock, try_folder_lock
 
     out = opts.output
@@ -345,17 +346,19 @@ def _run(grid: Grid, opts: BenchOptions, log: Any) -> None:
                 queue.append(row)
                 continue
             t0 = time.perf_counter()
-            runner.run(cell)
+            resumed = runner.run(cell)
         ran += 1
         took = time.perf_counter() - t0
+        done = f"{cell.id} {DONE_IN} {took:.0f} s{RESUMED * resumed}"
         if opts.worker:  # its parent counts the cells of all workers and gives the ETA
-            log(f"bench: {cell.id} {DONE_IN} {took:.0f} s")
+            log(f"bench: {done}")
             continue
-        spent += took
-        estimated += sum(row["cost"].values())
+        if not resumed:  # a resumed cell's time is part of its cost: no rate to learn from
+            spent += took
+            estimated += sum(row["cost"].values())
         cost_left = sum(sum(r["cost"].values()) for r in queue)
-        left = eta_seconds(spent, estimated, cost_left, len(queue), workers=1)
-        log(f"bench: [{ran}/{len(todo)}] {cell.id} {DONE_IN} {took:.0f} s; ETA {_hours(left)}")
+        eta = eta_text(spent, estimated, cost_left, len(queue), workers=1)
+        log(f"bench: [{ran}/{len(todo)}] {done}; ETA {eta}")
 
 
 def _metric_or_none(cfg: Any) -> str:
@@ -468,7 +471,9 @@ class _CellRunner:
                 run_eval(model_cfg, ev, template, folder, log=self.log)
         return folder
 
-    def run(self, cell: Cell) -> None:
+    def run(self, cell: Cell) -> bool:
+        """Run `cell` and write its record; whether it went on from an earlier, stopped run
+        (its record's seconds then count this run only, and say so: `resumed`)."""
         from bds.bench.portable import compact
         from bds.bench.results import outcomes
         from bds.data.pipeline import prepare_data
@@ -480,6 +485,9 @@ class _CellRunner:
         earlier = finished_record(cell, cfg, self.out)  # a split added since: evaluate it alone
         folder = cell.folder(self.out)
         folder.mkdir(parents=True, exist_ok=True)
+        resumed = earlier is None and any(
+            p.is_dir() and any(p.iterdir()) for p in folder.glob("attack-*")
+        )
         t0 = time.perf_counter()
         base = aligned if aligned is not None else Path(cfg.model.name)
         method = cfg.defense.name  # an alignment-stage defense's cell: the user's plain SFT
@@ -512,8 +520,11 @@ class _CellRunner:
         }
         if earlier:  # the attack ran before: its time, plus the evaluation added now
             total = earlier["seconds"]["total"] + record["seconds"]["total"]
-            record["seconds"] = {"attack": earlier["seconds"]["attack"], "total": round(total, 1)}
+            record["seconds"] = {**earlier["seconds"], "total": round(total, 1)}
+        elif resumed:  # an earlier run's time is lost with it
+            record["seconds"]["resumed"] = True
         write_json(folder / CELL_FILE, record)
+        return resumed
 
 
 def _threads() -> int:

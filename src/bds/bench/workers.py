@@ -36,11 +36,24 @@ def eta_seconds(took: float, cost_done: float, cost_left: float, cells_left: int
     return cost_left * rate / max(1, min(workers, cells_left))
 
 
+def eta_text(took: float, cost_done: float, cost_left: float, cells_left: int,
+             workers: int) -> str:  # fmt: skip
+    """eta_seconds in words; unknown while no cell has run from its start (a resumed cell's
+    time covers part of its cost, so it tells nothing of the rate)."""
+    from bds.bench.runner import _hours
+
+    if cells_left == 0:
+        return _hours(0.0)
+    if cost_done <= 0:
+        return "unknown until a cell has run from its start"
+    return _hours(eta_seconds(took, cost_done, cost_left, cells_left, workers))
+
+
 def run_workers(opts: Any, rows: list[dict], log: Any = print) -> str | None:
     """Run the cells of `rows` (the selected pending rows of runner.plan) in opts.jobs
     worker processes; when all have stopped, None, or the sentence naming the first one
     that failed (KeyboardInterrupt when they were interrupted)."""
-    from bds.bench.runner import DONE_IN, _hours
+    from bds.bench.runner import DONE_IN, RESUMED
 
     n = min(opts.jobs, len(rows))
     if n == 0:
@@ -55,8 +68,8 @@ def run_workers(opts: Any, rows: list[dict], log: Any = print) -> str | None:
         + (f", GPUs {', '.join(gpus)} shared round robin" if gpus else "")
         + f"; their whole output: {folder}/<worker>.log"
     )
-    done_line = re.compile(rf"bench: (\S+) {DONE_IN} (\d+) s$")
-    progress = {"cells": 0, "cost": 0.0, "took": 0.0}
+    done_line = re.compile(rf"bench: (\S+) {DONE_IN} (\d+) s({re.escape(RESUMED)})?$")
+    progress = {"cells": 0, "cost": 0.0, "timed_cost": 0.0, "took": 0.0}
     guard = threading.Lock()
 
     def relay(i: int, proc: subprocess.Popen, logfile: Path) -> None:
@@ -70,15 +83,15 @@ def run_workers(opts: Any, rows: list[dict], log: Any = print) -> str | None:
                     with guard:
                         progress["cells"] += 1
                         progress["cost"] += cost[match.group(1)]
-                        progress["took"] += float(match.group(2))
-                        left = eta_seconds(
-                            progress["took"], progress["cost"], sum(cost.values()) - progress["cost"],
-                            len(cost) - progress["cells"], n,
+                        if not match.group(3):  # a resumed cell's time is part of its cost
+                            progress["took"] += float(match.group(2))
+                            progress["timed_cost"] += cost[match.group(1)]
+                        eta = eta_text(
+                            progress["took"], progress["timed_cost"],
+                            sum(cost.values()) - progress["cost"], len(cost) - progress["cells"], n,
                         )  # fmt: skip
-                        line = (
-                            f"bench: [{progress['cells']}/{len(cost)}] {match.group(1)} "
-                            f"{DONE_IN} {match.group(2)} s; ETA {_hours(left)}"
-                        )
+                        done = line.removeprefix("bench: ")
+                        line = f"bench: [{progress['cells']}/{len(cost)}] {done}; ETA {eta}"
                 log(f"[worker {i}] {line}")
         if proc.wait() != 0:
             log(f"[worker {i}] stopped with exit status {proc.returncode}: {last_error(logfile)}")
