@@ -148,7 +148,9 @@ def test_bench_runs_in_slices_resumes_and_reports_cis(
     assert "test split, task toy, p = 0.2" in report and "| bds | sft | +" in report
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page and "http" not in page.replace("<!doctype html>", "")
-    for name in ("hs_vs_fa-toy.png", "hs_vs_p-toy.png", "over_refusal-toy.png"):
+    plots = ("hs_vs_fa-toy.png", "hs_vs_over_refusal-toy.png", "hs_vs_p-toy.png",
+             "over_refusal-toy.png")  # fmt: skip
+    for name in plots:
         assert (out / "plots" / name).stat().st_size > 1000
 
 

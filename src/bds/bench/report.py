@@ -1,5 +1,6 @@
 """The bench report: report.md, a self-contained report.html (plots inlined as base64 PNG,
-no external assets) and plots/ (HS vs FA per defense with CIs, HS vs p, over-refusal)."""
+no external assets) and plots/ (HS vs FA per defense with CIs, HS vs over-refusal per
+cell, HS vs p, over-refusal)."""
 
 from __future__ import annotations
 
@@ -267,7 +268,8 @@ def html_page(results: dict[str, Any], plot_dir: Path, plots: list[str]) -> str:
 
 
 def plot(results: dict[str, Any], folder: Path) -> list[str]:
-    """hs_vs_fa-<task>.png, hs_vs_p-<task>.png, over_refusal-<task>.png (the report split)."""
+    """hs_vs_fa-<task>.png, hs_vs_over_refusal-<task>.png, hs_vs_p-<task>.png,
+    over_refusal-<task>.png (the report split)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -298,6 +300,9 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
             axes[0][0].set_ylabel("HS (%)")
             fig.suptitle(f"{task}: HS vs FA ({split})")
             names.append(_save(fig, folder, f"hs_vs_fa-{task}.png"))
+        name = _hs_vs_refusal(results, task, split, styles, folder)
+        if name:
+            names.append(name)
         ps = sorted({r["p"] for r in mine})
         for metric, stem in (("harmful_score", "hs_vs_p"), ("over_refusal", "over_refusal")):
             if not any(metric in r["metrics"] for r in mine):
@@ -317,6 +322,35 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
                    title=f"{task}: {LABELS[metric]} vs p ({split})")  # fmt: skip
             names.append(_save(fig, folder, f"{stem}-{task}.png"))
     return names
+
+
+def _hs_vs_refusal(results: dict[str, Any], task: str, split: str, styles: dict, folder: Path
+                   ) -> str | None:  # fmt: skip
+    """hs_vs_over_refusal-<task>.png: every cell a point, one panel per p. A defense that
+    lowers HS only by refusing more moves along the line its seeds draw, not below it (in
+    the embedded grid, HS falls ~0.9 points per point of over-refusal across Mix's seeds)."""
+    import matplotlib.pyplot as plt
+
+    cells = [c for c in results["cells"] if c["task"] == task
+             and {"harmful_score", "over_refusal"} <= set(c["scores"].get(split, {}))]  # fmt: skip
+    if not cells:
+        return None
+    ps = sorted({c["p"] for c in cells})
+    fig, axes = plt.subplots(1, len(ps), figsize=(1.5 + 3.5 * len(ps), 4), sharex=True,
+                             sharey=True, squeeze=False)  # fmt: skip
+    aligned = results.get("aligned_model_scores", {}).get(task, {}).get(split, {})
+    for ax, p in zip(axes[0], ps, strict=True):
+        for c in sorted((c for c in cells if c["p"] == p), key=lambda c: c["defense"]):
+            score = c["scores"][split]
+            ax.plot([score["over_refusal"]], [score["harmful_score"]], linestyle="none",
+                    label=c["defense"], **styles[c["defense"]])  # fmt: skip
+        if {"harmful_score", "over_refusal"} <= set(aligned):
+            ax.plot([aligned["over_refusal"]], [aligned["harmful_score"]], "k*", markersize=9,
+                    label="aligned model, no attack")  # fmt: skip
+        ax.set(xlabel="over-refusal (%)", title=f"p = {p:g}")
+    axes[0][0].set_ylabel("HS (%)")
+    fig.suptitle(f"{task}: HS vs over-refusal, one point a cell ({split})")
+    return _save(fig, folder, f"hs_vs_over_refusal-{task}.png")
 
 
 def plot_styles(defenses: list[str], references: list[str]) -> dict[str, dict[str, Any]]:
