@@ -3,6 +3,7 @@ runs in slices (--limit), resumes without training again, and reports CIs comput
 the per-item outcomes of its evaluations."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -283,6 +284,30 @@ def test_an_interrupted_cell_resumes_without_training_again(
     assert results["cells"][0]["seed"] == 0 and results["cells"][0]["seconds"]["resumed"] is True
     report = (tmp_path / "b" / "report.md").read_text()
     assert "Left out of the means: 1 cell(s) resumed after a stop" in report
+
+
+def test_a_cell_stopped_before_its_first_checkpoint_is_not_marked_resumed(
+    tmp_path, grid, monkeypatch, one_thread
+):
+    """Nothing of the stopped run is reused (training starts again from its first step), so
+    the finishing run's time is the cell's whole time."""
+    import bds.training.trainer as trainer
+
+    one_cell(grid)
+    argv = ["bench", "-c", str(grid), "-o", str(tmp_path / "b")]
+    real_train = trainer.train
+
+    def stop_at_once(cfg, run_dir, **kwargs):
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(run_dir) / "run.json").write_text("{}")  # what a run writes before its steps
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", stop_at_once)
+    assert cli(argv) == 130
+    monkeypatch.setattr(trainer, "train", real_train)
+    assert cli(argv) == 0
+    record = json.loads((tmp_path / "b/cells/toy/p=0.2/sft/seed=0/cell.json").read_text())
+    assert "resumed" not in record["seconds"]
 
 
 def test_a_split_added_later_is_evaluated_without_training_again(

@@ -485,8 +485,11 @@ class _CellRunner:
         earlier = finished_record(cell, cfg, self.out)  # a split added since: evaluate it alone
         folder = cell.folder(self.out)
         folder.mkdir(parents=True, exist_ok=True)
+        # work of an earlier, stopped run that this one goes on from: a finished attack or
+        # a training checkpoint (a run stopped before either restarts from nothing)
         resumed = earlier is None and any(
-            p.is_dir() and any(p.iterdir()) for p in folder.glob("attack-*")
+            (p / "summary.json").is_file() or any(p.glob("checkpoints/*"))
+            for p in folder.glob("attack-*")
         )
         t0 = time.perf_counter()
         base = aligned if aligned is not None else Path(cfg.model.name)
