@@ -78,6 +78,7 @@ def test_bench_runs_in_slices_resumes_and_reports_cis(
     assert cli(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert len(results["cells"]) == 4 and results["total_cells"] == 4
+    assert results["defenses"] == ["sft", "bds"]  # the grid's, for the verdict's "not run yet"
 
     # Nothing is trained or evaluated again: every cell and evaluation is found done.
     def refuse(*args, **kwargs):

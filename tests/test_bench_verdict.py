@@ -85,6 +85,23 @@ def test_a_defense_on_one_shared_seed_keeps_a_group_open_but_not_from_being_refu
     assert found["verdict"] == "not settled" and "one seed so far: lisa" in found["why"]
 
 
+def test_a_defense_of_the_grid_not_run_yet_keeps_a_group_open_but_not_from_being_refuted():
+    """The grid runs Lisa and the oracle filter; neither has a cell in the group yet. Mix
+    above BDS would confirm, but Lisa may yet keep FA and score below BDS: not settled. The
+    oracle filter (an upper bound, never ranked) holds nothing open."""
+    grid = ["sft", "mix", "bds", "antidote", "lisa", "oracle-filter"]
+    rows = [r for r in _group((10.0, 5.0, 15.0))["statistics"] if r["defense"] != "oracle-filter"]
+    (found,) = verdicts({"statistics": rows, "defenses": grid})
+    assert found["verdict"] == "not settled"
+    assert found["why"] == "not run yet (1 of the grid's defenses): lisa"
+    (found,) = verdicts({"statistics": rows, "defenses": grid[:4] + ["oracle-filter"]})
+    assert found["verdict"] == "confirmed"  # every defense of the grid but the bound ran
+    # a finished defense below BDS refutes, whatever the ones not run yet will show
+    lower = [r for r in _group((-5.0, -8.0, -2.0))["statistics"] if r["defense"] != "lisa"]
+    (found,) = verdicts({"statistics": lower, "defenses": grid})
+    assert found["verdict"] == "refuted"
+
+
 def test_a_task_without_fa_or_without_bds_gets_no_verdict():
     no_fa = _results(_row("sft", 80.0, None, task="free"), _row("bds", 10.0, None, task="free"))
     no_bds = _results(_row("sft", 80.0, 75.0), _row("mix", 20.0, 74.0, fa_vs_sft=-1.0))

@@ -109,6 +109,8 @@ def collect(grid: Grid, out: Path, sets: dict) -> dict[str, Any]:
         "format": RESULTS_FORMAT,
         "grid": str(grid.path),
         "total_cells": len(grid.cells),
+        # every defense the grid runs, finished or not: what a verdict is settled against
+        "defenses": grid.cfg.defense_names(),
         "cells": cells,
         "pending_by_defense": _pending_by_defense(grid, cells),
         "statistics": statistics(grid, by_key),
