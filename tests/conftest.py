@@ -1,4 +1,13 @@
+import atexit
 import os
+import shutil
+import tempfile
+
+# No test writes the user's cache (aligned models, converted embedded models): one of its own
+# for the session, empty like a fresh machine's, removed at exit. Tests that need another set
+# BDS_CACHE themselves.
+os.environ["BDS_CACHE"] = tempfile.mkdtemp(prefix="bds-test-cache-")
+atexit.register(shutil.rmtree, os.environ["BDS_CACHE"], ignore_errors=True)
 
 # Every test runs offline: a hub call must fail fast, not retry for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -259,7 +259,7 @@ def test_a_cell_runs_while_another_process_evaluates_its_aligned_model(
     results = json.loads((out / "results.json").read_text())
     assert len(results["cells"]) == 1 and results["aligned_model_scores"] == {}
 
-    monkeypatch.undo()
+    monkeypatch.setattr(lock, "try_folder_lock", real)  # not undo(): BDS_CACHE stays the test's
     sleeper.kill()
     sleeper.wait()
     assert cli(argv) == 0  # the next cell evaluates the aligned model (its lock taken over)
