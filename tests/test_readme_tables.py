@@ -20,8 +20,8 @@ def test_the_readme_tables_equal_their_result_files():
     assert readme_tables.render(text) == text, "run python benchmarks/readme_tables.py"
 
 
-def _stat(mean, low, high):
-    return {"mean": mean, "low": low, "high": high, "seeds": 2, "items": 10}
+def _stat(mean, low, high, seeds=2):
+    return {"mean": mean, "low": low, "high": high, "seeds": seeds, "items": 10}
 
 
 def _results():
@@ -32,9 +32,10 @@ def _results():
 
     return {
         "statistics": [
-            row("sft", 40.0, {"mix": _stat(30.0, 20.0, 40.0)}),
+            row("sft", 40.0, {"mix": _stat(30.0, 20.0, 40.0, seeds=1)}),  # mix ran seed 0 only
             row("mix", 10.0, {}),
             row("bds", 9.0, {"mix": _stat(-1.0, -3.0, 1.5)}),
+            row("lisa", 30.0, {}),  # no seed in common with mix
         ],
         "aligned_model_scores": {
             "toy": {"test": {"harmful_score": 2.0}},
@@ -53,11 +54,13 @@ def test_a_marker_is_filled_from_its_file_and_rewritten_when_the_file_changes(tm
     assert lines[0] == "intro" and lines[-1] == "end" and "old table" not in out
     table = [line for line in lines if line.startswith("| ")]
     assert table[0] == "| defense | seeds | HS (%) | ΔHS vs mix |"
-    # the reference first, then the others by name; the CI that holds 0 is marked (ns)
+    # the reference first, then the others by name; the CI that holds 0 is marked (ns), a
+    # difference on fewer seeds than the row's mean says on how many, none is a dash
     assert table[1] == "| --- | --- | --- | --- |" and table[2:] == [
         "| mix | 2 | 10.0 [9.0, 11.0] | – |",
         "| bds | 2 | 9.0 [8.0, 10.0] | -1.0 [-3.0, +1.5] (ns) |",
-        "| sft | 2 | 40.0 [39.0, 41.0] | +30.0 [+20.0, +40.0] |",
+        "| lisa | 2 | 30.0 [29.0, 31.0] | – |",
+        "| sft | 2 | 40.0 [39.0, 41.0] | +30.0 [+20.0, +40.0] (1 seed) |",
         "| aligned model, no attack | – | 2.0 | – |",
         "| aligned model (vaccine), no attack | – | 4.0 | – |",
     ]

@@ -15,15 +15,20 @@ from bds.bench.verdict import HEADER, NOTE, TITLE, verdict_rows
 
 def _ci(stat: dict[str, float] | None) -> str:
     if stat is None:
-        return "-"
+        return "–"
     return f"{stat['mean']:.1f} [{stat['low']:.1f}, {stat['high']:.1f}]"
 
 
-def _diff(stat: dict[str, float] | None) -> str:
+def _diff(stat: dict[str, float] | None, seeds: int | None = None) -> str:
+    """A paired difference; where it rests on fewer seeds than the row's mean (`seeds`: the
+    seeds both defenses ran), it says on how many."""
     if stat is None:
-        return "-"
-    sign = "" if stat["low"] > 0 or stat["high"] < 0 else " (ns)"
-    return f"{stat['mean']:+.1f} [{stat['low']:+.1f}, {stat['high']:+.1f}]{sign}"
+        return "–"
+    notes = [] if stat["low"] > 0 or stat["high"] < 0 else ["ns"]
+    if seeds is not None and stat.get("seeds", seeds) < seeds:
+        notes.append(f"{stat['seeds']} seed{'s' * (stat['seeds'] > 1)}")
+    note = f" ({'; '.join(notes)})" if notes else ""
+    return f"{stat['mean']:+.1f} [{stat['low']:+.1f}, {stat['high']:+.1f}]{note}"
 
 
 def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -50,7 +55,8 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
             for r in rows:
                 found = [r["metrics"].get(m, {}).get("vs", {}).get(ref) for m in metrics]
                 if any(found):
-                    diffs.append([r["defense"], ref] + [_diff(f) for f in found])
+                    seeds = len(r["seeds"])
+                    diffs.append([r["defense"], ref] + [_diff(f, seeds) for f in found])
         if diffs:
             header = ["defense", "minus"] + [f"Δ{LABELS[m]} (points)" for m in metrics]
             out.append((f"{title}: differences", header, diffs))
@@ -91,7 +97,11 @@ def comparison(results: dict[str, Any], minus: str, split: str | None = None) ->
         body = []
         for r in sorted(mine, key=lambda r: (r["defense"] != minus, r["defense"])):
             got = [r["metrics"].get(m, {}) for m in metrics]
-            vs = ["–" if r["defense"] == minus else _diff(g.get("vs", {}).get(minus)) for g in got]
+            seeds = len(r["seeds"])
+            vs = [
+                "–" if r["defense"] == minus else _diff(g.get("vs", {}).get(minus), seeds)
+                for g in got
+            ]
             body.append(
                 [r["defense"], str(len(r["seeds"]))] + [_ci(g.get("mean")) for g in got] + vs
             )
