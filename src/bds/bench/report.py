@@ -20,8 +20,8 @@ def _ci(stat: dict[str, float] | None) -> str:
 
 
 def _diff(stat: dict[str, float] | None, seeds: int | None = None) -> str:
-    """A paired difference; where it rests on fewer seeds than the row's mean (`seeds`: the
-    seeds both defenses ran), it says on how many."""
+    """A paired difference; where the seeds both defenses ran (the stat's `seeds`) are fewer
+    than those of the row's mean (`seeds`), it says on how many."""
     if stat is None:
         return "–"
     notes = [] if stat["low"] > 0 or stat["high"] < 0 else ["ns"]
@@ -102,9 +102,7 @@ def comparison(results: dict[str, Any], minus: str, split: str | None = None) ->
                 "–" if r["defense"] == minus else _diff(g.get("vs", {}).get(minus), seeds)
                 for g in got
             ]
-            body.append(
-                [r["defense"], str(len(r["seeds"]))] + [_ci(g.get("mean")) for g in got] + vs
-            )
+            body.append([r["defense"], str(seeds)] + [_ci(g.get("mean")) for g in got] + vs)
         for label, splits in results["aligned_model_scores"].items():
             aligned = splits.get(split)
             if not aligned or label.split("/")[0] != task:
