@@ -126,6 +126,9 @@ def test_bench_runs_in_slices_resumes_and_reports_cis(
     assert restored["statistics"] == results["statistics"]
     assert [c["scores"] for c in restored["cells"]] == [c["scores"] for c in results["cells"]]
     assert all(c["restored_from"] == str(saved) for c in restored["cells"])
+    # the aligned model is not rebuilt (no cell needs it) but its "no attack" scores stay
+    assert not (again / "aligned.json").exists()
+    assert restored["aligned_model_scores"] == results["aligned_model_scores"]
     assert "4 cells restored from" in (again / "report.md").read_text()
     # one cell as if it had attacked an aligned model rebuilt elsewhere: the report says so
     path = again / "cells/toy/p=0.2/bds/seed=1/cell.json"

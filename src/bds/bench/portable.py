@@ -10,7 +10,8 @@ its statistics read the restored outcomes as they read those of cells run there.
 
 A row is restored only where it is this grid's cell as it stands: the same settings
 (bds.run_identity.same_config, as a finished cell is recognised) and evaluated on the same
-items (the evaluation sets' content digests).
+items (the evaluation sets' content digests). The aligned models' own scores (the "no attack"
+rows) come along too, kept apart (RESTORED_ALIGNED_FILE) until a model is built here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bds.io import short_digest, to_jsonable, write_json
 from bds.run_identity import same_config
 
 RESULTS_FORMAT = "bds-bench-results/1"
+RESTORED_ALIGNED_FILE = "restored_aligned.json"  # aligned-model label -> split -> scores
 
 
 def compact(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -97,7 +99,38 @@ def restore(grid: Any, out: Path, source: Path, sets: dict[str, Any]) -> dict[st
         folder = cell.folder(out)
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / CELL_FILE, record)
+    _restore_aligned_scores(grid, out, results, old_sets, new_sets)
     return counts
+
+
+def _restore_aligned_scores(grid: Any, out: Path, results: dict[str, Any],
+                            old_sets: dict[str, Any], new_sets: dict[str, Any]) -> None:  # fmt: skip
+    """Keep the source's scores of this grid's aligned models, each split evaluated on the
+    same items as here: a restored folder does not rebuild an aligned model its finished
+    cells no longer need, and its report would otherwise lose that model's row."""
+    labels = set(grid.align_labels())
+
+    def same_items(label: str, split: str) -> bool:
+        task = label.split("/")[0]  # `task` or `task/defense`
+        here = new_sets.get(task, {}).get(split)
+        return here is not None and old_sets.get(task, {}).get(split) == here
+
+    kept = {
+        label: {split: scores for split, scores in splits.items() if same_items(label, split)}
+        for label, splits in results.get("aligned_model_scores", {}).items()
+        if label in labels
+    }
+    kept = {label: splits for label, splits in kept.items() if splits}
+    if kept:
+        path = out / RESTORED_ALIGNED_FILE
+        earlier = json.loads(path.read_text()) if path.is_file() else {}
+        write_json(path, {**earlier, **kept})
+
+
+def restored_aligned_scores(out: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """The aligned models' scores restored into `out` (label -> split -> metric -> %)."""
+    path = out / RESTORED_ALIGNED_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def format_counts(counts: dict[str, int], source: Path) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bds.bench.cells import FA, Grid
-from bds.bench.portable import RESULTS_FORMAT, compact, values
+from bds.bench.portable import RESULTS_FORMAT, compact, restored_aligned_scores, values
 from bds.bench.runner import ALIGNED_FILE, finished_record
 from bds.eval.judges.base import NO_CONTENT, has_content
 from bds.io import to_jsonable, write_json
@@ -105,6 +105,10 @@ def collect(grid: Grid, out: Path, sets: dict) -> dict[str, Any]:
         for label, info in models.items()
         if label in labels
     }
+    for label, splits in restored_aligned_scores(out).items():  # not built here: kept scores
+        for split, scores in splits.items():
+            if label in labels and split in grid.cfg.evaluate_on:
+                aligned.setdefault(label, {}).setdefault(split, scores)
     return {
         "format": RESULTS_FORMAT,
         "grid": str(grid.path),
