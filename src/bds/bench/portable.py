@@ -111,7 +111,7 @@ def _restore_aligned_scores(grid: Any, out: Path, results: dict[str, Any],
     labels = set(grid.align_labels())
 
     def same_items(label: str, split: str) -> bool:
-        task = label.split("/")[0]  # `task` or `task/defense`
+        task = grid.label_task(label)
         here = new_sets.get(task, {}).get(split)
         return here is not None and old_sets.get(task, {}).get(split) == here
 
@@ -122,9 +122,7 @@ def _restore_aligned_scores(grid: Any, out: Path, results: dict[str, Any],
     }
     kept = {label: splits for label, splits in kept.items() if splits}
     if kept:
-        path = out / RESTORED_ALIGNED_FILE
-        earlier = json.loads(path.read_text()) if path.is_file() else {}
-        write_json(path, {**earlier, **kept})
+        write_json(out / RESTORED_ALIGNED_FILE, {**restored_aligned_scores(out), **kept})
 
 
 def restored_aligned_scores(out: Path) -> dict[str, dict[str, dict[str, float]]]:
