@@ -144,4 +144,4 @@ def test_the_report_projects_the_cells_left_from_measured_cell_times():
     assert "Left out of the means: 1 cell(s) resumed after a stop" in text  # its 60 s, too
     # 100 + 300 + 600 + 60 s = 1060 s = 0.29 h spent, the resumed cell's last run included
     assert "The 4 finished cells took 0.3 h of cell time together" in text
-    assert "1 resumed cell(s) count only the run that finished them" in text
+    assert "1 resumed cell(s) count only the run that finished them)." in text

@@ -232,7 +232,7 @@ def _spent(cells: list[dict]) -> str:
             "not counted")  # fmt: skip
     if resumed := sum(1 for c in cells if c["seconds"].get("resumed")):
         text += f"; {resumed} resumed cell(s) count only the run that finished them"
-    return text + "."
+    return text + ")."
 
 
 def _projection(pending: dict[str, int], mean_total: dict[str, float]) -> list[str]:
