@@ -220,17 +220,18 @@ def _cell_times(results: dict[str, Any]) -> list[str]:
         note += (f" Left out of the means: {resumed} cell(s) resumed after a stop (a record "
                  "holds only the time of the run that finished the cell).")  # fmt: skip
     pending = results.get("pending_by_defense", {})
-    return [*lines, "", note, "", _spent(results["cells"]), "", *_projection(pending, mean_total)]
+    spent = _spent(results["cells"], resumed)
+    return [*lines, "", note, "", spent, "", *_projection(pending, mean_total)]
 
 
-def _spent(cells: list[dict]) -> str:
+def _spent(cells: list[dict], resumed: int) -> str:
     """The finished cells' time together: what the grid has cost so far, in one process's
-    hours (resumed cells count only the run that finished them, so it is a lower bound)."""
+    hours (the `resumed` cells count only the run that finished them: a lower bound)."""
     hours = sum(c["seconds"]["total"] for c in cells) / 3600
     text = (f"The {len(cells)} finished cells took {hours:.1f} h of cell time together (the sum "
             "of their measured times, one process each; shared stages, i.e. aligned models, "
             "not counted")  # fmt: skip
-    if resumed := sum(1 for c in cells if c["seconds"].get("resumed")):
+    if resumed:
         text += f"; {resumed} resumed cell(s) count only the run that finished them"
     return text + ")."
 
